@@ -1,0 +1,214 @@
+"""The `exchange` command line, for operators."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+import psycopg
+
+from app import migrate
+from app.db import run_transaction
+from app.ledger import invariants, service
+from app.ledger.errors import LedgerError
+from app.pgcluster import ClusterError, PostgresNotFound
+from app.runtime import DatabaseUrls, database
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _in_transaction(url: str, work: Callable[[psycopg.Connection], T]) -> T:
+    with psycopg.connect(migrate.libpq_url(url)) as conn:
+        return run_transaction(conn, work)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    with database(migrate_embedded=False) as urls:
+        migrate.upgrade(urls.admin, args.revision)
+        print(f"database at {migrate.current_revision(urls.admin)}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    with database(migrate_embedded=False) as urls:
+        migrate.downgrade(urls.admin, args.revision)
+        print(f"database at {migrate.current_revision(urls.admin) or 'base'}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    with database(migrate_embedded=False) as urls:
+        print(migrate.current_revision(urls.admin) or "base")
+    return 0
+
+
+def verify(urls: DatabaseUrls) -> int:
+    with psycopg.connect(migrate.libpq_url(urls.admin)) as conn:
+        found = list(invariants.violations(conn))
+    broken = {violation.invariant.name for violation in found}
+    for invariant in invariants.INVARIANTS:
+        status = "FAIL" if invariant.name in broken else "ok"
+        print(f"{status:4} {invariant.name}: {invariant.description}")
+    if not found:
+        return 0
+    first = found[0]
+    print(f"\nfirst violation: {first.invariant.name}", file=sys.stderr)
+    for detail in first.details:
+        print(f"  {detail}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with database() as urls:
+        return verify(urls)
+
+
+def cmd_asset_create(args: argparse.Namespace) -> int:
+    with database() as urls:
+        _in_transaction(urls.admin, lambda conn: service.create_asset(conn, args.code, args.scale))
+    print(f"asset {args.code} (scale {args.scale}) created")
+    return 0
+
+
+def cmd_customer_create(args: argparse.Namespace) -> int:
+    with database() as urls:
+        customer_id = _in_transaction(
+            urls.admin, lambda conn: service.create_customer(conn, args.external_ref)
+        )
+    print(customer_id)
+    return 0
+
+
+def _cmd_movement(operation: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with database() as urls:
+            journal_id = _in_transaction(
+                urls.admin,
+                lambda conn: operation(
+                    conn,
+                    args.customer,
+                    args.asset,
+                    args.amount,
+                    args.idempotency_key,
+                    args.reference,
+                ),
+            )
+        print(f"journal {journal_id}")
+        return 0
+
+    return run
+
+
+def cmd_balances(args: argparse.Namespace) -> int:
+    with database() as urls:
+        rows = _in_transaction(urls.admin, lambda conn: service.balances(conn, args.customer))
+    print(f"{'asset':<8} {'available':>24} {'held':>24} {'total':>24}")
+    for balance in rows:
+        print(f"{balance.asset:<8} {balance.available:>24} {balance.held:>24} {balance.total:>24}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    with database() as urls:
+        app = create_app(migrate.libpq_url(urls.app))
+        print(f"exchange listening on http://{args.host}:{args.port}", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exchange",
+        description="Operate the exchange. Without DATABASE_URL, commands use the embedded "
+        "PostgreSQL cluster in EXCHANGE_HOME (default ./.exchange), starting it when needed.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="schema migrations").add_subparsers(
+        dest="db_command", required=True
+    )
+    upgrade = db.add_parser("upgrade", help="migrate up (default: to head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+    downgrade = db.add_parser("downgrade", help="migrate down to REVISION ('base' for empty)")
+    downgrade.add_argument("revision")
+    downgrade.set_defaults(handler=cmd_db_downgrade)
+    db.add_parser("current", help="print the current revision").set_defaults(handler=cmd_db_current)
+
+    commands.add_parser(
+        "verify", help="check every ledger invariant; exit 1 naming the first violation"
+    ).set_defaults(handler=cmd_verify)
+
+    asset = commands.add_parser("asset", help="assets").add_subparsers(
+        dest="asset_command", required=True
+    )
+    asset_create = asset.add_parser("create", help="create an asset")
+    asset_create.add_argument("code", help="e.g. USD, BTC")
+    asset_create.add_argument("--scale", type=int, required=True, help="decimal places")
+    asset_create.set_defaults(handler=cmd_asset_create)
+
+    customer = commands.add_parser("customer", help="customers").add_subparsers(
+        dest="customer_command", required=True
+    )
+    customer_create = customer.add_parser("create", help="create a customer; prints its id")
+    customer_create.add_argument("--external-ref", required=True)
+    customer_create.set_defaults(handler=cmd_customer_create)
+
+    for name, operation, text in (
+        ("deposit", service.deposit, "credit a customer from custody"),
+        ("withdraw", service.withdraw, "debit a customer to custody"),
+    ):
+        movement = commands.add_parser(name, help=text)
+        movement.add_argument("--customer", type=int, required=True)
+        movement.add_argument("--asset", required=True)
+        movement.add_argument("--amount", type=_decimal, required=True)
+        movement.add_argument("--idempotency-key", required=True)
+        movement.add_argument("--reference")
+        movement.set_defaults(handler=_cmd_movement(operation))
+
+    balances = commands.add_parser("balances", help="a customer's balances")
+    balances.add_argument("--customer", type=int, required=True)
+    balances.set_defaults(handler=cmd_balances)
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LedgerError as error:
+        print(f"error [{error.code}]: {error.message}", file=sys.stderr)
+    except (PostgresNotFound, ClusterError, migrate.ConfigurationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except psycopg.OperationalError as error:
+        print(f"error: cannot reach the database: {error}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The double-entry ledger: assets, customers, accounts, journals and entries."""

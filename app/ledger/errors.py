@@ -1,0 +1,59 @@
+"""Ledger errors with stable machine codes, translated from the database's SQLSTATEs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+# SQLSTATEs raised by sql/ledger/*.sql (class EX) and the constraints that back them up.
+SQLSTATE_CODES = {
+    "EX001": "unbalanced_journal",
+    "EX002": "insufficient_funds",
+    "EX003": "asset_mismatch",
+    "EX004": "amount_scale",
+    "EX005": "zero_amount",
+    "EX006": "idempotency_key_reused",
+    "EX007": "unknown_account",
+    "EX008": "ledger_immutable",
+    "EX009": "journal_incomplete",
+    "EX010": "invalid_request",
+}
+CONSTRAINT_CODES = {
+    "account_balance_non_negative": "insufficient_funds",
+    "entry_amount_non_zero": "zero_amount",
+    "entry_account_asset_fkey": "asset_mismatch",
+    "asset_pkey": "asset_exists",
+    "asset_code_format": "invalid_asset_code",
+    "asset_scale_range": "invalid_asset_scale",
+    "customer_external_ref_length": "invalid_request",
+}
+
+
+class LedgerError(Exception):
+    """A refused ledger operation; `code` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _code_for(error: psycopg.Error) -> str | None:
+    code = SQLSTATE_CODES.get(error.sqlstate or "")
+    if code is None and error.diag.constraint_name:
+        code = CONSTRAINT_CODES.get(error.diag.constraint_name)
+    return code
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise the database's refusals of ledger rules as LedgerError."""
+    try:
+        yield
+    except psycopg.Error as error:
+        code = _code_for(error)
+        if code is None:
+            raise
+        raise LedgerError(code, error.diag.message_primary or str(error)) from error

@@ -1,0 +1,144 @@
+"""Ledger operations. Each takes an open connection and never commits: the caller's unit of
+work (`app.db.run_transaction`) does, so an operation composes with others atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+from app.ledger.errors import LedgerError, translated
+
+
+@dataclass(frozen=True)
+class Leg:
+    account_id: int
+    asset: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Balance:
+    asset: str
+    available: Decimal
+    held: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.available + self.held
+
+
+def _positive_amount(amount: Decimal) -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise LedgerError("invalid_amount", f"amount must be a positive decimal, got {amount!r}")
+    return amount
+
+
+def create_asset(conn: psycopg.Connection, code: str, scale: int) -> None:
+    """Operators only: needs the owner's or an administrator's connection."""
+    with translated():
+        conn.execute("INSERT INTO ledger.asset (code, scale) VALUES (%s, %s)", (code, scale))
+
+
+def _scalar_id(conn: psycopg.Connection, query: str, args: tuple[object, ...]) -> int:
+    with translated():
+        row = conn.execute(query, args).fetchone()
+    assert row is not None, query
+    return int(row[0])
+
+
+def create_customer(conn: psycopg.Connection, external_ref: str) -> int:
+    return _scalar_id(conn, "SELECT ledger.create_customer(%s)", (external_ref,))
+
+
+def account_id(
+    conn: psycopg.Connection, customer_id: int | None, asset: str, bucket: str, label: str = ""
+) -> int:
+    """The ledger account of (owner, asset, bucket), created on first use."""
+    query = "SELECT ledger.account_id(%s, %s, %s, %s)"
+    return _scalar_id(conn, query, (customer_id, asset, bucket, label))
+
+
+def post_journal(
+    conn: psycopg.Connection,
+    kind: str,
+    legs: Sequence[Leg],
+    *,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+) -> int:
+    """Posts all legs as one journal; the database refuses one that does not balance."""
+    args = (
+        kind,
+        reference,
+        idempotency_key,
+        [leg.account_id for leg in legs],
+        [leg.asset for leg in legs],
+        [leg.amount for leg in legs],
+    )
+    return _scalar_id(conn, "SELECT ledger.post_journal(%s, %s, %s, %s, %s, %s)", args)
+
+
+def deposit(
+    conn: psycopg.Connection,
+    customer_id: int,
+    asset: str,
+    amount: Decimal,
+    idempotency_key: str,
+    reference: str | None = None,
+) -> int:
+    """Custody → the customer's available balance. Returns the journal id."""
+    args = (customer_id, asset, _positive_amount(amount), idempotency_key, reference)
+    return _scalar_id(conn, "SELECT ledger.deposit(%s, %s, %s, %s, %s)", args)
+
+
+def withdraw(
+    conn: psycopg.Connection,
+    customer_id: int,
+    asset: str,
+    amount: Decimal,
+    idempotency_key: str,
+    reference: str | None = None,
+) -> int:
+    """The customer's available balance → custody. Returns the journal id."""
+    args = (customer_id, asset, _positive_amount(amount), idempotency_key, reference)
+    return _scalar_id(conn, "SELECT ledger.withdraw(%s, %s, %s, %s, %s)", args)
+
+
+def transfer(
+    conn: psycopg.Connection,
+    from_customer_id: int,
+    to_customer_id: int,
+    asset: str,
+    amount: Decimal,
+    idempotency_key: str,
+    reference: str | None = None,
+) -> int:
+    """Available funds from one customer to another. Returns the journal id."""
+    args = (
+        from_customer_id,
+        to_customer_id,
+        asset,
+        _positive_amount(amount),
+        idempotency_key,
+        reference,
+    )
+    return _scalar_id(conn, "SELECT ledger.transfer(%s, %s, %s, %s, %s, %s)", args)
+
+
+def balances(conn: psycopg.Connection, customer_id: int) -> list[Balance]:
+    rows = conn.execute(
+        """
+        SELECT asset,
+               coalesce(sum(balance) FILTER (WHERE bucket = 'available'), 0),
+               coalesce(sum(balance) FILTER (WHERE bucket = 'held'), 0)
+          FROM ledger.account
+         WHERE customer_id = %s
+         GROUP BY asset
+         ORDER BY asset
+        """,
+        (customer_id,),
+    ).fetchall()
+    return [Balance(asset, available, held) for asset, available, held in rows]

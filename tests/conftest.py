@@ -1,0 +1,108 @@
+"""Test harness: one throwaway PostgreSQL cluster per session, started by app.pgcluster.
+
+The schema is migrated once, with Alembic, into a template database; every test gets a fresh
+database cloned from it (pytest-postgresql's DatabaseJanitor), so tests never share rows. The
+server on 127.0.0.1:5432, if any, is never used: the cluster listens on its own unix socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from app import migrate
+from app.pgcluster import PORT, SUPERUSER, Cluster
+
+TEMPLATE_DBNAME = "exchange_template"
+APP_ROLE = "exchange_app"
+OWNER_ROLE = "exchange_owner"
+
+# Durability is irrelevant for throwaway data; these settings are for tests only.
+TEST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
+
+_database_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    cluster: Cluster
+    name: str
+
+    def conninfo(self, user: str = SUPERUSER) -> str:
+        return self.cluster.conninfo(self.name, user)
+
+    def url(self, user: str = SUPERUSER) -> str:
+        return self.cluster.url(self.name, user)
+
+    def connect(self, user: str = SUPERUSER, *, autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.conninfo(user), autocommit=autocommit)
+
+
+def janitor(cluster: Cluster, dbname: str, **options: object) -> DatabaseJanitor:
+    return DatabaseJanitor(
+        user=SUPERUSER, host=str(cluster.socket_dir), port=PORT, dbname=dbname, **options
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    # mkdtemp makes a 0700 directory; the PostgreSQL user (when we are root) must reach inside.
+    base = Path(tempfile.mkdtemp(prefix="exchange-test-"))
+    base.chmod(0o755)
+    cluster = Cluster(base / "cluster", settings=TEST_SETTINGS)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_cluster: Cluster) -> Iterator[str]:
+    with janitor(pg_cluster, TEMPLATE_DBNAME, as_template=True):
+        migrate.upgrade(pg_cluster.url(TEMPLATE_DBNAME))
+        yield TEMPLATE_DBNAME
+
+
+@pytest.fixture
+def db(pg_cluster: Cluster, template_database: str) -> Iterator[ScratchDatabase]:
+    """A fresh database at the head revision, for this test only."""
+    name = f"test_{next(_database_numbers)}"
+    with janitor(pg_cluster, name, template_dbname=template_database):
+        yield ScratchDatabase(pg_cluster, name)
+
+
+@pytest.fixture
+def empty_db(pg_cluster: Cluster) -> Iterator[ScratchDatabase]:
+    """A fresh database without any migration applied."""
+    name = f"empty_{next(_database_numbers)}"
+    with janitor(pg_cluster, name):
+        yield ScratchDatabase(pg_cluster, name)
+
+
+@pytest.fixture
+def admin(db: ScratchDatabase) -> Iterator[psycopg.Connection]:
+    """A superuser connection (autocommit), for setting up what only operators may do."""
+    with db.connect() as conn:
+        yield conn
+
+
+@pytest.fixture
+def app_conn(db: ScratchDatabase) -> Iterator[psycopg.Connection]:
+    """A connection as the application role (autocommit): what the application can do."""
+    with db.connect(APP_ROLE) as conn:
+        yield conn

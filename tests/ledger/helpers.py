@@ -1,0 +1,51 @@
+"""Shared set-up and checks for ledger tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+from app.ledger import invariants, service
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """Everything a refused operation must leave untouched."""
+
+    journals: int
+    entries: int
+    accounts: int
+    customers: int
+    balances: tuple[tuple[int, Decimal], ...]
+
+
+def ledger_state(conn: psycopg.Connection) -> LedgerState:
+    counts = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM ledger.journal), (SELECT count(*) FROM ledger.entry),
+               (SELECT count(*) FROM ledger.account), (SELECT count(*) FROM ledger.customer)
+        """
+    ).fetchone()
+    assert counts is not None
+    balances = conn.execute("SELECT id, balance FROM ledger.account ORDER BY id").fetchall()
+    return LedgerState(*counts, balances=tuple((row[0], row[1]) for row in balances))
+
+
+def assert_invariants_hold(conn: psycopg.Connection) -> None:
+    found = [(v.invariant.name, v.details) for v in invariants.violations(conn)]
+    assert found == []
+
+
+def create_asset(admin: psycopg.Connection, code: str = "USD", scale: int = 2) -> str:
+    service.create_asset(admin, code, scale)
+    return code
+
+
+def funded_customer(
+    conn: psycopg.Connection, asset: str, amount: Decimal, external_ref: str = "alice"
+) -> int:
+    customer_id = service.create_customer(conn, external_ref)
+    service.deposit(conn, customer_id, asset, amount, f"fund-{customer_id}")
+    return customer_id
