@@ -30,13 +30,17 @@ BEGIN
         RAISE EXCEPTION 'unknown journal kind %', p_kind USING ERRCODE = 'EX010';
     END IF;
 
-    SELECT l.ord, l.account_id, l.asset, l.amount, a.id AS found_id, a.asset AS account_asset
+    -- The triggers enforce these rules too; checking first gives the caller the leg's number
+    -- and reports a malformed request before any question of funds.
+    SELECT l.ord, l.account_id, l.asset, l.amount, a.id AS found_id, a.asset AS account_asset,
+           s.scale
       INTO v_leg
       FROM unnest(p_account_ids, p_assets, p_amounts) WITH ORDINALITY
            AS l(account_id, asset, amount, ord)
       LEFT JOIN ledger.account a ON a.id = l.account_id
+      LEFT JOIN ledger.asset s ON s.code = a.asset
      WHERE a.id IS NULL OR a.asset IS DISTINCT FROM l.asset
-        OR l.amount IS NULL OR l.amount = 0
+        OR l.amount IS NULL OR l.amount = 0 OR l.amount <> round(l.amount, s.scale)
      ORDER BY l.ord
      LIMIT 1;
     IF FOUND THEN
@@ -47,9 +51,14 @@ BEGIN
             RAISE EXCEPTION 'leg %: account % holds %, not %',
                 v_leg.ord, v_leg.account_id, v_leg.account_asset, v_leg.asset
                 USING ERRCODE = 'EX003';
-        ELSE
-            RAISE EXCEPTION 'leg %: amount must be non-zero, got %', v_leg.ord, v_leg.amount
+        ELSIF v_leg.amount IS NULL OR v_leg.amount = 0 THEN
+            RAISE EXCEPTION 'leg %: amount must be non-zero, got %',
+                v_leg.ord, coalesce(v_leg.amount::text, 'null')
                 USING ERRCODE = 'EX005';
+        ELSE
+            RAISE EXCEPTION 'leg %: amount % is not representable in % (scale %)',
+                v_leg.ord, v_leg.amount, v_leg.asset, v_leg.scale
+                USING ERRCODE = 'EX004';
         END IF;
     END IF;
 

@@ -1,0 +1,504 @@
+"""Each ledger invariant, attacked through raw SQL, holds and leaves nothing behind.
+
+Attacks run first as the application role (what a buggy or compromised API process could do),
+then, where privileges already stop the application, as the schema owner: the triggers and
+constraints must hold even for a client with every table privilege.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from app.ledger import service
+from tests.ledger.helpers import (
+    assert_invariants_hold,
+    create_asset,
+    funded_customer,
+    ledger_state,
+)
+
+
+@pytest.fixture
+def usd(admin: psycopg.Connection) -> str:
+    return create_asset(admin, "USD", 2)
+
+
+@pytest.fixture
+def btc(admin: psycopg.Connection) -> str:
+    return create_asset(admin, "BTC", 8)
+
+
+@pytest.fixture
+def alice(app_conn: psycopg.Connection, usd: str) -> int:
+    return funded_customer(app_conn, usd, Decimal("100.00"), "alice")
+
+
+@pytest.fixture
+def bob(app_conn: psycopg.Connection, usd: str) -> int:
+    return service.create_customer(app_conn, "bob")
+
+
+@pytest.fixture
+def owner(admin: psycopg.Connection) -> psycopg.Connection:
+    """The superuser connection acting as exchange_owner: every privilege on the ledger."""
+    admin.execute("SET ROLE exchange_owner")
+    return admin
+
+
+def available(conn: psycopg.Connection, customer_id: int, asset: str = "USD") -> int:
+    return service.account_id(conn, customer_id, asset, "available")
+
+
+def custody(conn: psycopg.Connection, asset: str = "USD") -> int:
+    return service.account_id(conn, None, asset, "custody")
+
+
+POST = "SELECT ledger.post_journal(%s, %s, %s, %s, %s, %s)"
+
+
+def post(conn: psycopg.Connection, legs: list[tuple[int, str, str]], key: str | None = None):
+    return conn.execute(
+        POST,
+        (
+            "transfer",
+            None,
+            key,
+            [leg[0] for leg in legs],
+            [leg[1] for leg in legs],
+            [Decimal(leg[2]) for leg in legs],
+        ),
+    ).fetchone()
+
+
+# 1. Every journal sums to zero per asset ---------------------------------------------------
+
+
+def test_unbalanced_journal_is_rejected_and_writes_nothing(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    legs = [
+        (available(app_conn, alice), "USD", "-10.00"),
+        (available(app_conn, bob), "USD", "9.99"),
+    ]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX001"
+    assert ledger_state(app_conn) == before
+
+
+def test_journal_balanced_in_total_but_not_per_asset_is_rejected(
+    app_conn: psycopg.Connection, admin: psycopg.Connection, alice: int, bob: int, btc: str
+) -> None:
+    service.deposit(app_conn, bob, "BTC", Decimal("1"), "fund-btc")
+    legs = [  # sums to zero over both assets together, not per asset
+        (available(app_conn, alice), "USD", "-5.00"),
+        (available(app_conn, bob), "USD", "4.00"),
+        (available(app_conn, bob, "BTC"), "BTC", "-1"),
+        (available(app_conn, alice, "BTC"), "BTC", "2"),
+    ]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX001"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_inserting_unbalanced_entries_directly_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
+    account = available(app_conn, alice)
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught, owner.transaction():
+        journal = owner.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'USD', 5)",
+            (journal[0], account),
+        )
+
+    assert caught.value.sqlstate == "EX001"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_cannot_append_legs_to_a_posted_journal(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    journal_id = service.transfer(app_conn, alice, bob, "USD", Decimal("1.00"), "t1")
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'USD', -2), (%s, %s, 'USD', 2)",
+            (journal_id, available(app_conn, alice), journal_id, available(app_conn, bob)),
+        )
+
+    assert caught.value.sqlstate == "EX009"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_cannot_commit_a_journal_without_entries(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        owner.execute("INSERT INTO ledger.journal (kind) VALUES ('deposit')")
+
+    assert caught.value.sqlstate == "EX009"
+    assert ledger_state(app_conn) == before
+
+
+def test_app_role_cannot_insert_journals_or_entries(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.InsufficientPrivilege):
+        app_conn.execute("INSERT INTO ledger.journal (kind) VALUES ('deposit')")
+    with pytest.raises(errors.InsufficientPrivilege):
+        app_conn.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (1, %s, 'USD', 5)",
+            (available(app_conn, alice),),
+        )
+
+    assert ledger_state(app_conn) == before
+
+
+# 2. No customer balance below zero -------------------------------------------------------------
+
+
+def test_withdrawal_of_more_than_available_fails_and_writes_nothing(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        app_conn.execute("SELECT ledger.withdraw(%s, 'USD', 100.01, 'w-too-much')", (alice,))
+
+    assert caught.value.sqlstate == "EX002"
+    assert ledger_state(app_conn) == before
+
+
+def test_journal_overdrawing_a_customer_account_fails(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    legs = [(available(app_conn, bob), "USD", "-0.01"), (available(app_conn, alice), "USD", "0.01")]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX002"
+    assert ledger_state(app_conn) == before
+
+
+def test_fee_account_cannot_go_negative(app_conn: psycopg.Connection, alice: int) -> None:
+    fee = service.account_id(app_conn, None, "USD", "fee", "BTC-USD")
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, [(fee, "USD", "-1.00"), (available(app_conn, alice), "USD", "1.00")])
+
+    assert caught.value.sqlstate == "EX002"
+    assert ledger_state(app_conn) == before
+
+
+def test_custody_account_may_go_negative(app_conn: psycopg.Connection, alice: int) -> None:
+    row = app_conn.execute(
+        "SELECT balance FROM ledger.account WHERE id = %s", (custody(app_conn),)
+    ).fetchone()
+
+    assert row == (Decimal("-100.00"),)
+
+
+def test_check_constraint_stops_a_negative_balance_even_with_triggers_disabled(
+    admin: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
+    account = available(app_conn, alice)
+    admin.execute("SET session_replication_role = replica")  # disables ordinary triggers
+
+    with pytest.raises(errors.CheckViolation) as caught:
+        admin.execute("UPDATE ledger.account SET balance = -1 WHERE id = %s", (account,))
+
+    assert caught.value.diag.constraint_name == "account_balance_non_negative"
+
+
+# 3. Entries are immutable; balances are not writable -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger.entry SET amount = amount * 2",
+        "DELETE FROM ledger.entry",
+        "TRUNCATE ledger.entry CASCADE",
+        "UPDATE ledger.journal SET kind = 'deposit'",
+        "DELETE FROM ledger.journal",
+        "UPDATE ledger.account SET balance = balance + 1000",
+        "DELETE FROM ledger.account",
+    ],
+)
+def test_app_role_cannot_rewrite_history_or_balances(
+    app_conn: psycopg.Connection, alice: int, statement: str
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.InsufficientPrivilege):
+        app_conn.execute(statement)
+
+    assert ledger_state(app_conn) == before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger.entry SET amount = amount * 2",
+        "UPDATE ledger.entry SET balance_after = 0",
+        "DELETE FROM ledger.entry",
+        "TRUNCATE ledger.entry CASCADE",
+        "UPDATE ledger.journal SET kind = 'deposit'",
+        "DELETE FROM ledger.journal",
+        "TRUNCATE ledger.journal CASCADE",
+        "UPDATE ledger.account SET balance = balance + 1000",
+        "UPDATE ledger.account SET bucket = 'custody', customer_id = NULL",
+        "DELETE FROM ledger.account",
+    ],
+)
+def test_owner_cannot_rewrite_history_or_balances(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, statement: str
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        owner.execute(statement)
+
+    assert caught.value.sqlstate == "EX008"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_cannot_create_an_account_with_a_balance(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, bob: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        owner.execute(
+            "INSERT INTO ledger.account (customer_id, asset, bucket, balance)"
+            " VALUES (%s, 'USD', 'held', 1000)",
+            (bob,),
+        )
+
+    assert caught.value.sqlstate == "EX008"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_cannot_rescale_an_asset(owner: psycopg.Connection, usd: str) -> None:
+    with pytest.raises(psycopg.Error) as caught:
+        owner.execute("UPDATE ledger.asset SET scale = 4 WHERE code = 'USD'")
+
+    assert caught.value.sqlstate == "EX008"
+
+
+# 4. Asset match, exact amounts, no zero amounts ---------------------------------------------
+
+
+def test_leg_in_another_asset_than_its_account_is_rejected(
+    app_conn: psycopg.Connection, alice: int, bob: int, btc: str
+) -> None:
+    legs = [(available(app_conn, alice), "BTC", "-1"), (available(app_conn, bob), "BTC", "1")]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX003"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_inserting_an_entry_in_another_asset_than_its_account_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, btc: str
+) -> None:
+    usd_account = available(app_conn, alice)
+    btc_custody = custody(app_conn, "BTC")
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.ForeignKeyViolation) as caught, owner.transaction():
+        journal = owner.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('deposit') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'BTC', 1), (%s, %s, 'BTC', -1)",
+            (journal[0], usd_account, journal[0], btc_custody),
+        )
+
+    assert caught.value.diag.constraint_name == "entry_account_asset_fkey"
+    assert ledger_state(app_conn) == before
+
+
+def test_amount_finer_than_the_asset_scale_is_rejected_not_rounded(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        app_conn.execute("SELECT ledger.deposit(%s, 'USD', 10.001, 'd-fine')", (alice,))
+
+    assert caught.value.sqlstate == "EX004"
+    assert ledger_state(app_conn) == before
+
+
+def test_trailing_zeros_beyond_the_scale_are_exact_and_accepted(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    service.deposit(app_conn, alice, "USD", Decimal("10.0000"), "d-zeros")
+
+    assert service.balances(app_conn, alice)[0].available == Decimal("110.00")
+
+
+def test_owner_inserting_an_amount_finer_than_the_scale_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    alice_account, bob_account = available(app_conn, alice), available(app_conn, bob)
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught, owner.transaction():
+        journal = owner.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'USD', -0.005), (%s, %s, 'USD', 0.005)",
+            (journal[0], alice_account, journal[0], bob_account),
+        )
+
+    assert caught.value.sqlstate == "EX004"
+    assert ledger_state(app_conn) == before
+
+
+def test_zero_amount_leg_is_rejected(app_conn: psycopg.Connection, alice: int, bob: int) -> None:
+    legs = [
+        (available(app_conn, alice), "USD", "-1.00"),
+        (available(app_conn, bob), "USD", "1.00"),
+        (available(app_conn, bob), "USD", "0"),
+    ]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX005"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_inserting_a_zero_amount_entry_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
+    account = available(app_conn, alice)
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.CheckViolation) as caught, owner.transaction():
+        journal = owner.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'USD', 0)",
+            (journal[0], account),
+        )
+
+    assert caught.value.diag.constraint_name == "entry_amount_non_zero"
+    assert ledger_state(app_conn) == before
+
+
+# 5. An idempotency key posts once ------------------------------------------------------------
+
+
+def test_retry_with_the_same_key_returns_the_first_journal_and_posts_nothing(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    legs = [(available(app_conn, alice), "USD", "-7.00"), (available(app_conn, bob), "USD", "7.00")]
+    first = post(app_conn, legs, key="once")
+    after_first = ledger_state(app_conn)
+
+    retry = post(app_conn, list(reversed(legs)), key="once")
+
+    assert retry == first
+    assert ledger_state(app_conn) == after_first
+
+
+def test_retry_with_the_same_key_and_other_legs_is_an_error(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    alice_account, bob_account = available(app_conn, alice), available(app_conn, bob)
+    post(app_conn, [(alice_account, "USD", "-7.00"), (bob_account, "USD", "7.00")], key="once")
+    after_first = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, [(alice_account, "USD", "-8.00"), (bob_account, "USD", "8.00")], key="once")
+
+    assert caught.value.sqlstate == "EX006"
+    assert ledger_state(app_conn) == after_first
+
+
+def test_deposit_retry_with_the_same_key_credits_once(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    first = service.deposit(app_conn, alice, "USD", Decimal("5.00"), "dep-1")
+    retry = service.deposit(app_conn, alice, "USD", Decimal("5.00"), "dep-1")
+
+    assert retry == first
+    assert service.balances(app_conn, alice)[0].available == Decimal("105.00")
+
+
+def test_same_key_reused_for_a_withdrawal_is_an_error(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    service.deposit(app_conn, alice, "USD", Decimal("5.00"), "op-1")
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        app_conn.execute("SELECT ledger.withdraw(%s, 'USD', 5.00, 'op-1')", (alice,))
+
+    assert caught.value.sqlstate == "EX006"
+    assert ledger_state(app_conn) == before
+
+
+def test_idempotency_keys_of_different_customers_do_not_collide(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    first = service.deposit(app_conn, alice, "USD", Decimal("1.00"), "shared-key")
+    second = service.deposit(app_conn, bob, "USD", Decimal("2.00"), "shared-key")
+
+    assert first != second
+    assert service.balances(app_conn, bob)[0].available == Decimal("2.00")
+
+
+# Every test above left a ledger whose invariants hold -------------------------------------
+
+
+def test_invariants_hold_after_ordinary_activity(
+    app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    service.transfer(app_conn, alice, bob, "USD", Decimal("30.00"), "t-1")
+    service.withdraw(app_conn, bob, "USD", Decimal("10.00"), "w-1")
+
+    assert_invariants_hold(app_conn)
