@@ -169,7 +169,7 @@ class Cluster:
             raise ClusterError(
                 f"user {self._user.pw_name!r} cannot reach {self.base_dir}: every parent "
                 "directory must be searchable (chmod o+x) by that user, or choose another "
-                "directory (EXCHANGE_PGDATA)."
+                "directory (EXCHANGE_HOME)."
             )
 
     def initialized(self) -> bool:
@@ -181,7 +181,7 @@ class Cluster:
         if len(str(socket_file)) > SOCKET_PATH_MAX:
             raise ClusterError(
                 f"the socket path {socket_file} is longer than {SOCKET_PATH_MAX} bytes; "
-                "choose a shorter data directory"
+                "choose a shorter directory (EXCHANGE_HOME)"
             )
         self._make_dir(self.base_dir, 0o755)
         self._make_dir(self.socket_dir, 0o700)
