@@ -35,7 +35,7 @@ def _decimal(text: str) -> Decimal:
 
 def _in_transaction(url: str, work: Callable[[psycopg.Connection], T]) -> T:
     with psycopg.connect(migrate.libpq_url(url)) as conn:
-        return run_transaction(conn, work)
+        return run_transaction(conn, work, isolation=service.POSTING_ISOLATION)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import psycopg
 from psycopg import errors
-from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
 
@@ -42,18 +41,20 @@ def run_transaction(
     conn: psycopg.Connection,
     work: Callable[[psycopg.Connection], T],
     *,
+    isolation: psycopg.IsolationLevel = psycopg.IsolationLevel.SERIALIZABLE,
     attempts_max: int = ATTEMPTS_MAX,
     on_retry: Callable[[int, Exception], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run `work` in a SERIALIZABLE transaction and commit, retrying 40001 and 40P01.
+    """Run `work` in a transaction (SERIALIZABLE unless told) and commit, retrying 40001 and 40P01.
 
-    `work` must not commit; it runs again from the start on each attempt. Other errors roll back
-    and propagate at once. `on_retry(attempt, error)` is called before each retry.
+    `conn` must not be inside a transaction. `work` must not commit; it runs again from the start
+    on each attempt. Other errors roll back and propagate at once. `on_retry(attempt, error)` is
+    called before each retry.
     """
     if attempts_max < 1:
         raise ValueError("attempts_max must be at least 1")
-    conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    conn.isolation_level = isolation
     for attempt in range(attempts_max):
         try:
             with conn.transaction():
@@ -65,19 +66,3 @@ def run_transaction(
                 on_retry(attempt + 1, error)
             sleep(backoff_seconds(attempt))
     raise AssertionError("unreachable")
-
-
-class Database:
-    """A connection pool; `run` is the unit-of-work boundary for services."""
-
-    def __init__(self, conninfo: str, *, size_min: int = 1, size_max: int = 10) -> None:
-        self.pool = ConnectionPool(
-            conninfo, min_size=size_min, max_size=size_max, open=True, kwargs={"autocommit": False}
-        )
-
-    def run(self, work: Callable[[psycopg.Connection], T]) -> T:
-        with self.pool.connection() as conn:
-            return run_transaction(conn, work)
-
-    def close(self) -> None:
-        self.pool.close()

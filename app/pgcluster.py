@@ -76,6 +76,7 @@ def find_bindir() -> Path:
     Looked up in order: PG_BINDIR, `pg_config --bindir`, Debian's newest version, PATH, and the
     binaries of the optional `embedded` extra.
     """
+
     def from_environment() -> list[Path]:
         return [Path(os.environ["PG_BINDIR"])] if os.environ.get("PG_BINDIR") else []
 

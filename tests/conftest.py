@@ -8,6 +8,7 @@ server on 127.0.0.1:5432, if any, is never used: the cluster listens on its own 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from app import migrate
@@ -34,6 +36,11 @@ TEST_SETTINGS = {
 }
 
 _database_numbers = itertools.count(1)
+
+# CI must be reproducible: the same examples on every run. Locally, hypothesis explores afresh.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @dataclass(frozen=True)

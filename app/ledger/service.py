@@ -11,6 +11,12 @@ import psycopg
 
 from app.ledger.errors import LedgerError, translated
 
+# Postings are correct at any isolation level: every rule they rely on is checked under the
+# account's row lock or by a constraint, never on a snapshot read. At READ COMMITTED concurrent
+# postings on one account wait for each other; at SERIALIZABLE all but one fail with 40001 and
+# are retried. So a transaction that only posts uses READ COMMITTED.
+POSTING_ISOLATION = psycopg.IsolationLevel.READ_COMMITTED
+
 
 @dataclass(frozen=True)
 class Leg:

@@ -155,7 +155,8 @@ END
 $$;
 
 -- Idempotency keys of customer operations are scoped by customer, so two customers (or two
--- brokers) choosing the same key never collide.
+-- brokers) choosing the same key never collide. Custody is split per customer: one custody row
+-- per asset would be a lock that every deposit and withdrawal of the asset queues on.
 CREATE FUNCTION ledger.deposit(
     p_customer_id bigint, p_asset text, p_amount numeric, p_idempotency_key text,
     p_reference text DEFAULT NULL
@@ -165,7 +166,7 @@ BEGIN
     PERFORM ledger.check_customer_request(p_amount, p_idempotency_key);
     RETURN ledger.post_journal(
         'deposit', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
-        ARRAY[ledger.account_id(NULL, p_asset, 'custody'),
+        ARRAY[ledger.account_id(NULL, p_asset, 'custody', 'customer/' || p_customer_id),
               ledger.account_id(p_customer_id, p_asset, 'available')],
         ARRAY[p_asset, p_asset],
         ARRAY[-p_amount, p_amount]);
@@ -182,7 +183,7 @@ BEGIN
     RETURN ledger.post_journal(
         'withdrawal', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
         ARRAY[ledger.account_id(p_customer_id, p_asset, 'available'),
-              ledger.account_id(NULL, p_asset, 'custody')],
+              ledger.account_id(NULL, p_asset, 'custody', 'customer/' || p_customer_id)],
         ARRAY[p_asset, p_asset],
         ARRAY[-p_amount, p_amount]);
 END

@@ -53,8 +53,8 @@ def available(conn: psycopg.Connection, customer_id: int, asset: str = "USD") ->
     return service.account_id(conn, customer_id, asset, "available")
 
 
-def custody(conn: psycopg.Connection, asset: str = "USD") -> int:
-    return service.account_id(conn, None, asset, "custody")
+def custody(conn: psycopg.Connection, customer_id: int, asset: str = "USD") -> int:
+    return service.account_id(conn, None, asset, "custody", f"customer/{customer_id}")
 
 
 POST = "SELECT ledger.post_journal(%s, %s, %s, %s, %s, %s)"
@@ -220,7 +220,7 @@ def test_fee_account_cannot_go_negative(app_conn: psycopg.Connection, alice: int
 
 def test_custody_account_may_go_negative(app_conn: psycopg.Connection, alice: int) -> None:
     row = app_conn.execute(
-        "SELECT balance FROM ledger.account WHERE id = %s", (custody(app_conn),)
+        "SELECT balance FROM ledger.account WHERE id = %s", (custody(app_conn, alice),)
     ).fetchone()
 
     assert row == (Decimal("-100.00"),)
@@ -334,7 +334,7 @@ def test_owner_inserting_an_entry_in_another_asset_than_its_account_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, btc: str
 ) -> None:
     usd_account = available(app_conn, alice)
-    btc_custody = custody(app_conn, "BTC")
+    btc_custody = custody(app_conn, alice, "BTC")
     before = ledger_state(app_conn)
 
     with pytest.raises(errors.ForeignKeyViolation) as caught, owner.transaction():

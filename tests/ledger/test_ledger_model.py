@@ -31,10 +31,10 @@ def expected_outcome(
     model: dict[tuple[int, str], Decimal], op: tuple, amount: Decimal
 ) -> str | None:
     kind, source, target, asset, *_ = op
-    if amount != round(amount, SCALES[asset]):
-        return "amount_scale"
     if kind == "transfer" and source == target:
         return "invalid_request"
+    if amount != round(amount, SCALES[asset]):
+        return "amount_scale"
     if kind in ("withdraw", "transfer") and model[(source, asset)] < amount:
         return "insufficient_funds"
     return None
