@@ -53,18 +53,18 @@ def run_sql_files(*names: str, as_owner: bool = False) -> None:
         driver_connection.execute("RESET ROLE")
 
 
-def _config(url: str) -> Config:
+def alembic_config(url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = url
     return config
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(_config(url), revision)
+    command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    command.downgrade(_config(url), revision)
+    command.downgrade(alembic_config(url), revision)
 
 
 def current_revision(url: str) -> str | None:

@@ -23,6 +23,7 @@ SQLSTATE_CODES = {
 CONSTRAINT_CODES = {
     "account_balance_non_negative": "insufficient_funds",
     "entry_amount_non_zero": "zero_amount",
+    "entry_amount_finite": "invalid_amount",
     "entry_account_asset_fkey": "asset_mismatch",
     "asset_pkey": "asset_exists",
     "asset_code_format": "invalid_asset_code",

@@ -40,7 +40,8 @@ BEGIN
       LEFT JOIN ledger.account a ON a.id = l.account_id
       LEFT JOIN ledger.asset s ON s.code = a.asset
      WHERE a.id IS NULL OR a.asset IS DISTINCT FROM l.asset
-        OR l.amount IS NULL OR l.amount = 0 OR l.amount <> round(l.amount, s.scale)
+        OR l.amount IS NULL OR l.amount = 0 OR NOT (l.amount > '-Infinity' AND l.amount < 'Infinity')
+        OR l.amount <> round(l.amount, s.scale)
      ORDER BY l.ord
      LIMIT 1;
     IF FOUND THEN
@@ -55,6 +56,9 @@ BEGIN
             RAISE EXCEPTION 'leg %: amount must be non-zero, got %',
                 v_leg.ord, coalesce(v_leg.amount::text, 'null')
                 USING ERRCODE = 'EX005';
+        ELSIF NOT (v_leg.amount > '-Infinity' AND v_leg.amount < 'Infinity') THEN
+            RAISE EXCEPTION 'leg %: amount must be a finite number, got %', v_leg.ord, v_leg.amount
+                USING ERRCODE = 'EX010';
         ELSE
             RAISE EXCEPTION 'leg %: amount % is not representable in % (scale %)',
                 v_leg.ord, v_leg.amount, v_leg.asset, v_leg.scale
@@ -143,8 +147,10 @@ CREATE FUNCTION ledger.check_customer_request(p_amount numeric, p_idempotency_ke
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF p_amount IS NULL OR p_amount <= 0 THEN
-        RAISE EXCEPTION 'amount must be positive, got %', coalesce(p_amount::text, 'null')
+    -- NaN sorts above Infinity in PostgreSQL, so the upper bound refuses both.
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount >= 'Infinity' THEN
+        RAISE EXCEPTION 'amount must be a positive finite number, got %',
+            coalesce(p_amount::text, 'null')
             USING ERRCODE = 'EX010';
     END IF;
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 200 THEN

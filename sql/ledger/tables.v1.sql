@@ -74,6 +74,8 @@ CREATE TABLE ledger.entry (
     amount numeric NOT NULL,
     balance_after numeric NOT NULL,
     CONSTRAINT entry_amount_non_zero CHECK (amount <> 0),
+    -- PostgreSQL's numeric admits NaN and ±Infinity; money never is.
+    CONSTRAINT entry_amount_finite CHECK (amount > '-Infinity' AND amount < 'Infinity'),
     CONSTRAINT entry_account_seq_key UNIQUE (account_id, account_seq),
     CONSTRAINT entry_account_asset_fkey
         FOREIGN KEY (account_id, asset) REFERENCES ledger.account (id, asset)

@@ -429,6 +429,55 @@ def test_owner_inserting_a_zero_amount_entry_is_rejected(
     assert ledger_state(app_conn) == before
 
 
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_leg_is_rejected(
+    app_conn: psycopg.Connection, alice: int, bob: int, amount: str
+) -> None:
+    legs = [(available(app_conn, alice), "USD", amount), (available(app_conn, bob), "USD", amount)]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(app_conn, legs)
+
+    assert caught.value.sqlstate == "EX010"
+    assert ledger_state(app_conn) == before
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity"])
+def test_non_finite_deposit_is_rejected(
+    app_conn: psycopg.Connection, alice: int, amount: str
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        app_conn.execute("SELECT ledger.deposit(%s, 'USD', %s::numeric, 'd-inf')", (alice, amount))
+
+    assert caught.value.sqlstate == "EX010"
+    assert ledger_state(app_conn) == before
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity"])
+def test_owner_inserting_a_non_finite_entry_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, amount: str
+) -> None:
+    account = available(app_conn, alice)
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.CheckViolation) as caught, owner.transaction():
+        journal = owner.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        owner.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " VALUES (%s, %s, 'USD', %s::numeric)",
+            (journal[0], account, amount),
+        )
+
+    assert caught.value.diag.constraint_name == "entry_amount_finite"
+    assert ledger_state(app_conn) == before
+
+
 # 5. An idempotency key posts once ------------------------------------------------------------
 
 
