@@ -136,6 +136,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ledger(args: argparse.Namespace) -> int:
+    from app.bench import bench_ledger
+
+    print(bench_ledger(args.connections, args.seconds, args.runs, args.customers, args.seed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange",
@@ -189,6 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     balances = commands.add_parser("balances", help="a customer's balances")
     balances.add_argument("--customer", type=int, required=True)
     balances.set_defaults(handler=cmd_balances)
+
+    bench = commands.add_parser(
+        "bench", help="benchmarks on a throwaway durable cluster (not tests)"
+    ).add_subparsers(dest="bench_command", required=True)
+    bench_ledger = bench.add_parser(
+        "ledger", help="concurrent transfers vs a pgbench baseline on the same cluster"
+    )
+    bench_ledger.add_argument("--connections", type=int, default=8)
+    bench_ledger.add_argument("--seconds", type=int, default=10)
+    bench_ledger.add_argument("--runs", type=int, default=3)
+    bench_ledger.add_argument("--customers", type=int, default=64)
+    bench_ledger.add_argument("--seed", type=int, default=1)
+    bench_ledger.set_defaults(handler=cmd_bench_ledger)
 
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,185 @@
+"""Benchmarks, outside the test suite: `exchange bench ledger`.
+
+Each run starts a throwaway cluster with durable settings (fsync and synchronous_commit on, as
+in production), measures a pgbench TPC-B-like baseline and the workload on the same cluster,
+alternating, and reports medians and the ratio to the baseline: the disk's fsync rate dominates
+both and varies from minute to minute, so only the ratio carries over between machines.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+from app import migrate
+from app.db import run_transaction
+from app.ledger import service
+from app.ledger.errors import LedgerError
+from app.pgcluster import PORT, SUPERUSER, Cluster
+
+DBNAME = "bench"
+ASSET = "USD"
+FUNDING = Decimal("1000000.00")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    operations: int
+    operations_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    refused: int
+    retries: int
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def pgbench_tps(cluster: Cluster, connections: int, seconds: int) -> float:
+    """TPC-B-like transactions per second of `pgbench` on the cluster's `postgres` database."""
+    common = ["-h", str(cluster.socket_dir), "-p", str(PORT), "-U", SUPERUSER, "postgres"]
+    pgbench = str(cluster.bindir / "pgbench")
+    subprocess.run([pgbench, "-i", "-q", "-s", "1", *common], check=True, capture_output=True)
+    result = subprocess.run(
+        [pgbench, "-c", str(connections), "-j", str(connections), "-T", str(seconds), *common],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"tps = ([\d.]+)", result.stdout)
+    if match is None:
+        raise RuntimeError(f"unexpected pgbench output:\n{result.stdout}")
+    return float(match.group(1))
+
+
+def prepare_ledger(cluster: Cluster, customers: int, dbname: str = DBNAME) -> list[int]:
+    """A new migrated database with one asset and `customers` well-funded customers."""
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    migrate.upgrade(cluster.url(dbname))
+    with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        service.create_asset(conn, ASSET, 2)
+        ids = [service.create_customer(conn, f"bench-{n}") for n in range(customers)]
+        for customer_id in ids:
+            service.deposit(conn, customer_id, ASSET, FUNDING, "funding")
+    return ids
+
+
+def ledger_transfers(
+    cluster: Cluster,
+    customer_ids: list[int],
+    connections: int,
+    seconds: float,
+    seed: int,
+    dbname: str = DBNAME,
+) -> Measurement:
+    """Random transfers between customers, one per transaction, from `connections` threads."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    refused = [0] * connections
+    retries = [0] * connections
+    barrier = threading.Barrier(connections + 1)
+    deadline: list[float] = []
+
+    def worker(number: int) -> None:
+        rng = random.Random(seed * 1000 + number)
+
+        def count_retry(attempt: int, error: Exception) -> None:
+            retries[number] += 1
+
+        with psycopg.connect(cluster.conninfo(dbname, "exchange_app")) as conn:
+            barrier.wait()
+            sequence = 0
+            while time.monotonic() < deadline[0]:
+                source, target = rng.sample(customer_ids, 2)
+                amount = Decimal(rng.randint(1, 10_000)).scaleb(-2)
+                key = f"bench-{seed}-{number}-{sequence}"
+                sequence += 1
+                started = time.perf_counter()
+                try:
+                    run_transaction(
+                        conn,
+                        functools.partial(
+                            service.transfer,
+                            from_customer_id=source,
+                            to_customer_id=target,
+                            asset=ASSET,
+                            amount=amount,
+                            idempotency_key=key,
+                        ),
+                        isolation=service.POSTING_ISOLATION,
+                        on_retry=count_retry,
+                    )
+                except LedgerError:
+                    refused[number] += 1
+                latencies[number].append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.monotonic() + seconds)
+    started = time.monotonic()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    everything = sorted(value for per_thread in latencies for value in per_thread)
+    return Measurement(
+        operations=len(everything),
+        operations_per_second=len(everything) / elapsed,
+        latency_p50_ms=_percentile(everything, 0.50),
+        latency_p99_ms=_percentile(everything, 0.99),
+        latency_max_ms=everything[-1],
+        refused=sum(refused),
+        retries=sum(retries),
+    )
+
+
+def bench_ledger(connections: int, seconds: int, runs: int, customers: int, seed: int) -> str:
+    base = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
+    base.chmod(0o755)
+    cluster = Cluster(base / "cluster")  # PostgreSQL defaults: fsync and synchronous_commit on
+    lines = [
+        f"ledger transfers vs pgbench TPC-B, {connections} connections, {seconds} s x {runs} runs,"
+        f" {customers} customers, seed {seed}, PostgreSQL at {cluster.bindir}"
+    ]
+    try:
+        with cluster.session():
+            customer_ids = prepare_ledger(cluster, customers)
+            baselines, measurements = [], []
+            for run in range(runs):
+                baselines.append(pgbench_tps(cluster, connections, seconds))
+                measurements.append(
+                    ledger_transfers(cluster, customer_ids, connections, seconds, seed + run)
+                )
+                m = measurements[-1]
+                lines.append(
+                    f"run {run + 1}: pgbench {baselines[-1]:.0f} tps; transfers"
+                    f" {m.operations_per_second:.0f}/s (p50 {m.latency_p50_ms:.1f} ms,"
+                    f" p99 {m.latency_p99_ms:.1f} ms, max {m.latency_max_ms:.1f} ms,"
+                    f" refused {m.refused}, retries {m.retries})"
+                )
+            ratios = [
+                m.operations_per_second / b for m, b in zip(measurements, baselines, strict=True)
+            ]
+            lines.append(
+                f"median: pgbench {statistics.median(baselines):.0f} tps; transfers"
+                f" {statistics.median(m.operations_per_second for m in measurements):.0f}/s;"
+                f" ratio {statistics.median(ratios):.2f}"
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return "\n".join(lines)
