@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 import psycopg
+import sqlalchemy.exc
 
 from app import migrate
 from app.db import run_transaction
@@ -20,7 +21,6 @@ from app.runtime import DatabaseUrls, database
 T = TypeVar("T")
 
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _decimal(text: str) -> Decimal:
@@ -47,7 +47,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
     with database(migrate_embedded=False) as urls:
-        migrate.downgrade(urls.admin, args.revision)
+        migrate.downgrade(urls.admin, args.revision, allow_data_loss=args.allow_data_loss)
         print(f"database at {migrate.current_revision(urls.admin) or 'base'}")
     return 0
 
@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=cmd_db_upgrade)
     downgrade = db.add_parser("downgrade", help="migrate down to REVISION ('base' for empty)")
     downgrade.add_argument("revision")
+    downgrade.add_argument(
+        "--allow-data-loss",
+        action="store_true",
+        help="let a step drop tables that hold booked money (back up first)",
+    )
     downgrade.set_defaults(handler=cmd_db_downgrade)
     db.add_parser("current", help="print the current revision").set_defaults(handler=cmd_db_current)
 
@@ -227,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
     except psycopg.OperationalError as error:
         print(f"error: cannot reach the database: {error}", file=sys.stderr)
+    except psycopg.Error as error:
+        message = error.diag.message_primary or error
+        print(f"error: the database refused: {message}", file=sys.stderr)
+    except sqlalchemy.exc.DBAPIError as error:  # raised through Alembic
+        print(f"error: the database refused: {error.orig}", file=sys.stderr)
     return EXIT_FAILURE
 
 

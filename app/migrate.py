@@ -53,9 +53,10 @@ def run_sql_files(*names: str, as_owner: bool = False) -> None:
         driver_connection.execute("RESET ROLE")
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, *, allow_data_loss: bool = False) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = url
+    config.attributes["allow_data_loss"] = allow_data_loss
     return config
 
 
@@ -63,8 +64,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def downgrade(url: str, revision: str) -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str, revision: str, *, allow_data_loss: bool = False) -> None:
+    """Migrate down; a step that would drop booked money refuses unless `allow_data_loss`."""
+    command.downgrade(alembic_config(url, allow_data_loss=allow_data_loss), revision)
 
 
 def current_revision(url: str) -> str | None:

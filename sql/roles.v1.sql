@@ -18,3 +18,7 @@ BEGIN
     EXECUTE pg_catalog.format('GRANT CREATE ON DATABASE %I TO exchange_owner', current_database());
 END
 $$;
+
+-- PostgreSQL lets PUBLIC execute every new function. A SECURITY DEFINER function added by a
+-- later migration must not become callable by the application before its grants say so.
+ALTER DEFAULT PRIVILEGES FOR ROLE exchange_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;

@@ -190,3 +190,26 @@ def test_console_script_verify_exits_zero(db: ScratchDatabase) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   journal_balanced" in result.stdout
+
+
+def test_downgrade_of_a_ledger_holding_money_is_refused_without_allow_data_loss(
+    exchange: Exchange, customer: int
+) -> None:
+    assert movement(exchange, "deposit", customer, "1.00", "d1")[0] == 0
+
+    code, _, err = exchange("db", "downgrade", "base")
+
+    assert code == 1
+    assert "would destroy them" in err
+    assert exchange("db", "current")[1].strip() == "0001"
+
+
+def test_operator_command_refused_by_the_database_reports_it_without_a_traceback(
+    exchange: Exchange, db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db.url("exchange_app"))
+
+    code, _, err = exchange("asset", "create", "EUR", "--scale", "2")
+
+    assert code == 1
+    assert err.startswith("error: the database refused: permission denied")

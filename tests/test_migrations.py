@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+import psycopg
+import pytest
 from alembic.script import ScriptDirectory
 
 from app import migrate
@@ -74,3 +76,19 @@ def test_every_sql_file_is_applied_by_a_migration_and_every_applied_file_exists(
     on_disk = {str(p.relative_to(migrate.SQL_DIR)) for p in migrate.SQL_DIR.rglob("*.sql")}
 
     assert applied == on_disk
+
+
+def test_downgrade_refuses_to_drop_booked_money_unless_allowed(db: ScratchDatabase) -> None:
+    with db.connect() as conn:
+        conn.execute("INSERT INTO ledger.asset (code, scale) VALUES ('USD', 2)")
+        customer = conn.execute("SELECT ledger.create_customer('alice')").fetchone()
+        assert customer is not None
+        conn.execute("SELECT ledger.deposit(%s, 'USD', 1.00, 'd1')", (customer[0],))
+
+    with pytest.raises(psycopg.Error, match="would destroy them"):
+        migrate.downgrade(db.url(), "base")
+    assert migrate.current_revision(db.url()) == HEAD
+    assert ledger_schema_exists(db)
+
+    migrate.downgrade(db.url(), "base", allow_data_loss=True)
+    assert not ledger_schema_exists(db)

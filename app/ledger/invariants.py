@@ -1,18 +1,114 @@
 """Every ledger invariant as a named query that returns the rows violating it.
 
 The database enforces these rules as rows are written; `exchange verify` re-checks them on a live
-database, which also catches what no trigger can see: a disabled trigger, a widened privilege,
-a restored backup that was edited by hand.
+database, which also catches what no trigger can see: a disabled trigger, a dropped constraint, a
+widened privilege, a restored backup that was edited by hand.
+
+The first invariants check the data (each scans the ledger once); the others check the schema
+and the application role's privileges against the expected lists below (catalog lookups only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import psycopg
 
 VIOLATIONS_SHOWN_MAX = 5
+
+# The triggers that guard the ledger: (table in schema ledger, trigger, its function in ledger).
+LEDGER_TRIGGERS: tuple[tuple[str, str, str], ...] = (
+    ("entry", "entry_apply_to_balance", "entry_apply_to_balance"),
+    ("entry", "entry_check_statement", "entry_check_statement"),
+    ("entry", "entry_immutable", "reject_change"),
+    ("entry", "entry_no_truncate", "reject_change"),
+    ("journal", "journal_check_has_entries", "journal_check_has_entries"),
+    ("journal", "journal_immutable", "reject_change"),
+    ("journal", "journal_no_truncate", "reject_change"),
+    ("account", "account_changes_through_entries_only", "reject_direct_balance"),
+    ("account", "account_balance_starts_at_zero", "reject_direct_balance"),
+    ("account", "account_no_delete", "reject_change"),
+    ("account", "account_no_truncate", "reject_change"),
+    ("asset", "asset_scale_immutable", "reject_asset_rescale"),
+)
+
+# Named constraints of sql/ledger/tables.v1.sql: (table in schema ledger, constraint, kind).
+LEDGER_CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
+    ("asset", "asset_pkey", "primary key"),
+    ("asset", "asset_code_format", "check"),
+    ("asset", "asset_scale_range", "check"),
+    ("customer", "customer_pkey", "primary key"),
+    ("customer", "customer_external_ref_length", "check"),
+    ("account", "account_pkey", "primary key"),
+    ("account", "account_customer_id_fkey", "foreign key"),
+    ("account", "account_asset_fkey", "foreign key"),
+    ("account", "account_bucket_valid", "check"),
+    ("account", "account_balance_non_negative", "check"),
+    ("account", "account_label_length", "check"),
+    ("account", "account_owner_asset_bucket_key", "unique"),
+    ("account", "account_id_asset_key", "unique"),
+    ("journal_kind", "journal_kind_pkey", "primary key"),
+    ("journal", "journal_pkey", "primary key"),
+    ("journal", "journal_kind_fkey", "foreign key"),
+    ("journal", "journal_idempotency_key_key", "unique"),
+    ("journal", "journal_idempotency_key_length", "check"),
+    ("journal", "journal_reference_length", "check"),
+    ("entry", "entry_pkey", "primary key"),
+    ("entry", "entry_journal_id_fkey", "foreign key"),
+    ("entry", "entry_amount_non_zero", "check"),
+    ("entry", "entry_amount_finite", "check"),
+    ("entry", "entry_account_seq_key", "unique"),
+    ("entry", "entry_account_asset_fkey", "foreign key"),
+)
+
+# Columns declared NOT NULL (besides primary keys, which cannot lose it): (table, columns).
+LEDGER_NOT_NULL_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("asset", ("scale", "created_at")),
+    ("customer", ("external_ref", "created_at")),
+    ("account", ("asset", "bucket", "label", "balance", "entry_count", "created_at")),
+    ("journal_kind", ("description",)),
+    ("journal", ("kind", "created_at")),
+    ("entry", ("journal_id", "account_id", "account_seq", "asset", "amount", "balance_after")),
+)
+
+# The only ledger functions the application role may execute (as regprocedure signatures).
+APP_ROLE_FUNCTIONS: tuple[str, ...] = (
+    "ledger.create_customer(text)",
+    "ledger.deposit(bigint, text, numeric, text, text)",
+    "ledger.withdraw(bigint, text, numeric, text, text)",
+    "ledger.transfer(bigint, bigint, text, numeric, text, text)",
+)
+
+_CONSTRAINT_TYPES = {"check": "c", "foreign key": "f", "primary key": "p", "unique": "u"}
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _values(rows: Iterable[tuple[str, ...]]) -> str:
+    """The rows as the body of a SQL VALUES list of text literals."""
+    return ",\n                   ".join(
+        "(" + ", ".join(_literal(value) for value in row) + ")" for row in rows
+    )
+
+
+_EXPECTED_TRIGGERS = _values(LEDGER_TRIGGERS)
+_EXPECTED_CONSTRAINTS = _values(
+    (table, name, _CONSTRAINT_TYPES[kind], kind) for table, name, kind in LEDGER_CONSTRAINTS
+)
+_EXPECTED_NOT_NULL = _values(
+    (table, column) for table, columns in LEDGER_NOT_NULL_COLUMNS for column in columns
+)
+_APP_ROLE_FUNCTIONS = "ARRAY[" + ", ".join(_literal(f) for f in APP_ROLE_FUNCTIONS) + "]"
+
+# Every relation of schema ledger whose contents the ledger is made of (tables, views, ...).
+_LEDGER_RELATIONS = """
+        SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, c.relkind
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'ledger' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
 
 
 @dataclass(frozen=True)
@@ -29,6 +125,7 @@ class Violation:
 
 
 INVARIANTS: tuple[Invariant, ...] = (
+    # The data -------------------------------------------------------------------------------
     Invariant(
         "journal_balanced",
         "every journal sums to zero per asset",
@@ -81,20 +178,25 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "entry_asset_matches_account",
-        "an entry's asset is its account's asset",
+        "every entry's account exists and holds the entry's asset",
         """
-        SELECT format('entry %s is in %s, account %s holds %s', e.id, e.asset, a.id, a.asset)
-          FROM ledger.entry e JOIN ledger.account a ON a.id = e.account_id
-         WHERE e.asset <> a.asset
+        SELECT CASE WHEN a.id IS NULL
+                    THEN format('entry %s is in account %s, which does not exist',
+                                e.id, e.account_id)
+                    ELSE format('entry %s is in %s, account %s holds %s',
+                                e.id, e.asset, a.id, a.asset) END
+          FROM ledger.entry e LEFT JOIN ledger.account a ON a.id = e.account_id
+         WHERE a.id IS NULL OR e.asset <> a.asset
         """,
     ),
     Invariant(
         "amount_exact",
-        "every amount is non-zero and representable at its asset's scale",
+        "every amount is non-zero, finite and representable at its asset's scale",
         """
         SELECT format('entry %s: amount %s in %s (scale %s)', e.id, e.amount, e.asset, s.scale)
           FROM ledger.entry e JOIN ledger.asset s ON s.code = e.asset
-         WHERE e.amount = 0 OR e.amount <> round(e.amount, s.scale)
+         WHERE e.amount = 0 OR NOT (e.amount > '-Infinity' AND e.amount < 'Infinity')
+            OR e.amount <> round(e.amount, s.scale)
         """,
     ),
     Invariant(
@@ -105,41 +207,197 @@ INVARIANTS: tuple[Invariant, ...] = (
           FROM ledger.account GROUP BY asset HAVING sum(balance) <> 0
         """,
     ),
+    # The schema that enforces the rules -----------------------------------------------------
     Invariant(
         "integrity_triggers_enabled",
-        "the triggers that guard the ledger exist and are enabled",
-        """
-        SELECT format('trigger %s on ledger.%s is %s', expected.name, expected.tbl,
-                      CASE WHEN t.tgname IS NULL THEN 'missing' ELSE 'disabled' END)
-          FROM (VALUES ('entry_apply_to_balance', 'entry'), ('entry_check_statement', 'entry'),
-                       ('entry_immutable', 'entry'), ('entry_no_truncate', 'entry'),
-                       ('journal_check_has_entries', 'journal'),
-                       ('journal_immutable', 'journal'), ('journal_no_truncate', 'journal'),
-                       ('account_changes_through_entries_only', 'account'),
-                       ('account_balance_starts_at_zero', 'account'),
-                       ('account_no_delete', 'account'), ('account_no_truncate', 'account'))
-               AS expected(name, tbl)
+        "the triggers that guard the ledger exist, call their functions and fire in every"
+        " session (tgenabled O or A, no session_replication_role=replica by default)",
+        f"""
+        SELECT format('trigger %s on ledger.%s is missing', expected.name, expected.tbl)
+          FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, function)
           LEFT JOIN pg_trigger t
-            ON t.tgname = expected.name
-           AND t.tgrelid = format('ledger.%I', expected.tbl)::regclass
-         WHERE t.tgname IS NULL OR t.tgenabled = 'D'
+            ON t.tgrelid = to_regclass(format('ledger.%I', expected.tbl))
+           AND t.tgname = expected.name
+         WHERE t.oid IS NULL
+        UNION ALL
+        SELECT format('trigger %s on ledger.%s calls %s, not ledger.%s()',
+                      expected.name, expected.tbl, t.tgfoid::regprocedure, expected.function)
+          FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, function)
+          JOIN pg_trigger t
+            ON t.tgrelid = to_regclass(format('ledger.%I', expected.tbl))
+           AND t.tgname = expected.name
+         WHERE t.tgfoid IS DISTINCT FROM to_regprocedure(format('ledger.%I()', expected.function))
+        UNION ALL
+        SELECT format('trigger %s%s on %s %s', t.tgname,
+                      CASE WHEN con.conname IS NOT NULL
+                           THEN format(' (enforcing %s)', con.conname) ELSE '' END,
+                      r.name,
+                      CASE t.tgenabled WHEN 'D' THEN 'is disabled'
+                                       WHEN 'R' THEN 'fires only in replica sessions'
+                                       ELSE format('has tgenabled %s', t.tgenabled) END)
+          FROM pg_trigger t
+          JOIN ({_LEDGER_RELATIONS}) r ON r.oid = t.tgrelid
+          LEFT JOIN pg_constraint con ON con.oid = t.tgconstraint
+         WHERE t.tgenabled NOT IN ('O', 'A')
+        UNION ALL
+        SELECT format('%s sets %s: no ordinary trigger or foreign key fires in those sessions',
+                      CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN 'ALTER ROLE ALL'
+                           WHEN s.setrole = 0 THEN 'ALTER DATABASE'
+                           ELSE format('ALTER ROLE %s', s.setrole::regrole) END,
+                      config)
+          FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS config
+         WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                      WHERE datname = current_database()))
+           AND lower(config) LIKE 'session_replication_role=%'
+           AND lower(config) <> 'session_replication_role=origin'
+        UNION ALL
+        SELECT format('sessions start with session_replication_role = %s (from %s)',
+                      reset_val, coalesce(sourcefile, source))
+          FROM pg_settings
+         WHERE name = 'session_replication_role' AND reset_val <> 'origin'
         """,
     ),
     Invariant(
-        "app_role_least_privilege",
-        "exchange_app is no superuser, bypasses no RLS, owns nothing and cannot write the ledger",
+        "integrity_constraints_present",
+        "the ledger's named constraints exist, validated, and its NOT NULL columns are still"
+        " NOT NULL",
+        f"""
+        SELECT format('%s constraint %s on ledger.%s %s', expected.kind, expected.name,
+                      expected.tbl,
+                      CASE WHEN c.oid IS NULL THEN 'is missing'
+                           WHEN c.contype <> expected.contype
+                           THEN format('has type %s', c.contype)
+                           ELSE 'is not validated (NOT VALID)' END)
+          FROM (VALUES {_EXPECTED_CONSTRAINTS}) AS expected(tbl, name, contype, kind)
+          LEFT JOIN pg_constraint c
+            ON c.conrelid = to_regclass(format('ledger.%I', expected.tbl))
+           AND c.conname = expected.name
+         WHERE c.oid IS NULL OR c.contype <> expected.contype OR NOT c.convalidated
+        UNION ALL
+        SELECT format('column ledger.%s.%s %s', expected.tbl, expected.col,
+                      CASE WHEN a.attnum IS NULL THEN 'is missing' ELSE 'allows NULL' END)
+          FROM (VALUES {_EXPECTED_NOT_NULL}) AS expected(tbl, col)
+          LEFT JOIN pg_attribute a
+            ON a.attrelid = to_regclass(format('ledger.%I', expected.tbl))
+           AND a.attname = expected.col AND NOT a.attisdropped
+         WHERE a.attnum IS NULL OR NOT a.attnotnull
+        """,
+    ),
+    Invariant(
+        "ledger_tables_have_only_expected_triggers",
+        "no trigger on a ledger table besides the integrity triggers (and foreign-key internals)",
+        f"""
+        SELECT format('unexpected trigger %s on %s calls %s',
+                      t.tgname, r.name, t.tgfoid::regprocedure)
+          FROM pg_trigger t
+          JOIN ({_LEDGER_RELATIONS}) r ON r.oid = t.tgrelid
+         WHERE NOT t.tgisinternal
+           AND NOT EXISTS (SELECT FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, fn)
+                            WHERE to_regclass(format('ledger.%I', expected.tbl)) = t.tgrelid
+                              AND expected.name = t.tgname)
+        """,
+    ),
+    Invariant(
+        "ledger_tables_have_no_rules_policies_or_children",
+        "no rewrite rule, row-level security policy or inheritance child on a ledger table",
+        f"""
+        SELECT format('rule %s on %s', w.rulename, r.name)
+          FROM pg_rewrite w JOIN ({_LEDGER_RELATIONS}) r ON r.oid = w.ev_class
+         WHERE w.rulename <> '_RETURN'
+        UNION ALL
+        SELECT format('row-level security policy %s on %s', p.polname, r.name)
+          FROM pg_policy p JOIN ({_LEDGER_RELATIONS}) r ON r.oid = p.polrelid
+        UNION ALL
+        SELECT format('%s inherits from %s', i.inhrelid::regclass, i.inhparent::regclass)
+          FROM pg_inherits i
+         WHERE EXISTS (SELECT FROM ({_LEDGER_RELATIONS}) r
+                        WHERE r.oid IN (i.inhrelid, i.inhparent))
+        """,
+    ),
+    # The application role -------------------------------------------------------------------
+    Invariant(
+        "app_role_attributes",
+        "exchange_app is NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB NOREPLICATION NOINHERIT",
         """
-        SELECT format('exchange_app is a superuser or bypasses RLS')
-          FROM pg_roles WHERE rolname = 'exchange_app' AND (rolsuper OR rolbypassrls)
+        SELECT format('exchange_app has %s', attribute.name)
+          FROM pg_roles r
+         CROSS JOIN LATERAL (VALUES ('SUPERUSER', r.rolsuper), ('BYPASSRLS', r.rolbypassrls),
+                                    ('CREATEROLE', r.rolcreaterole), ('CREATEDB', r.rolcreatedb),
+                                    ('REPLICATION', r.rolreplication), ('INHERIT', r.rolinherit))
+               AS attribute(name, held)
+         WHERE r.rolname = 'exchange_app' AND attribute.held
+        """,
+    ),
+    Invariant(
+        "app_role_no_memberships",
+        "exchange_app is a member of no role (it could SET ROLE to it)",
+        """
+        SELECT format('exchange_app is a member of %s%s', m.roleid::regrole,
+                      CASE WHEN m.admin_option THEN ' (with admin option)' ELSE '' END)
+          FROM pg_auth_members m
+         WHERE m.member = 'exchange_app'::regrole
+        """,
+    ),
+    Invariant(
+        "app_role_owns_nothing",
+        "exchange_app owns no object in this database and no database",
+        """
+        SELECT format('exchange_app owns %s', pg_describe_object(d.classid, d.objid, d.objsubid))
+          FROM pg_shdepend d
+         WHERE d.refclassid = 'pg_authid'::regclass
+           AND d.refobjid = 'exchange_app'::regrole
+           AND d.deptype = 'o'
+           AND d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+        """,
+    ),
+    Invariant(
+        "app_role_cannot_write_ledger",
+        "exchange_app cannot write any ledger table or column, add triggers, use its sequences"
+        " or create objects in schema ledger",
+        f"""
+        SELECT format('exchange_app can %s %s', p.privilege,
+                      CASE WHEN has_table_privilege('exchange_app', r.oid, p.privilege)
+                           THEN r.name
+                           ELSE format('columns (%s) of %s',
+                                       (SELECT string_agg(quote_ident(a.attname), ', '
+                                                          ORDER BY a.attnum)
+                                          FROM pg_attribute a
+                                         WHERE a.attrelid = r.oid AND a.attnum > 0
+                                           AND NOT a.attisdropped
+                                           AND has_column_privilege('exchange_app', r.oid,
+                                                                    a.attnum, p.privilege)),
+                                       r.name) END)
+          FROM ({_LEDGER_RELATIONS}) r
+         CROSS JOIN (VALUES ('INSERT'), ('UPDATE')) AS p(privilege)
+         WHERE has_any_column_privilege('exchange_app', r.oid, p.privilege)
         UNION ALL
-        SELECT format('exchange_app can %s ledger.%s', p.privilege, c.relname)
-          FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'ledger'
-         CROSS JOIN (VALUES ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE')) AS p(privilege)
-         WHERE c.relkind = 'r' AND has_table_privilege('exchange_app', c.oid, p.privilege)
+        SELECT format('exchange_app can %s %s', p.privilege, r.name)
+          FROM ({_LEDGER_RELATIONS}) r
+         CROSS JOIN (VALUES ('DELETE'), ('TRUNCATE'), ('TRIGGER')) AS p(privilege)
+         WHERE has_table_privilege('exchange_app', r.oid, p.privilege)
         UNION ALL
-        SELECT format('exchange_app owns %s', c.oid::regclass)
-          FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner AND r.rolname = 'exchange_app'
+        SELECT format('exchange_app can %s sequence %I.%I', p.privilege, n.nspname, c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         CROSS JOIN (VALUES ('USAGE'), ('UPDATE')) AS p(privilege)
+         WHERE n.nspname = 'ledger' AND c.relkind = 'S'
+           AND has_sequence_privilege('exchange_app', c.oid, p.privilege)
+        UNION ALL
+        SELECT 'exchange_app can CREATE in schema ledger'
+          FROM pg_namespace n
+         WHERE n.nspname = 'ledger' AND has_schema_privilege('exchange_app', n.oid, 'CREATE')
+        """,
+    ),
+    Invariant(
+        "app_role_executes_only_whitelisted_functions",
+        "exchange_app can execute no ledger function but create_customer, deposit, withdraw"
+        " and transfer",
+        f"""
+        SELECT format('exchange_app can execute %s', p.oid::regprocedure)
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'ledger'
+           AND has_function_privilege('exchange_app', p.oid, 'EXECUTE')
+           AND NOT EXISTS (SELECT FROM unnest({_APP_ROLE_FUNCTIONS}) AS allowed(signature)
+                            WHERE to_regprocedure(allowed.signature) = p.oid)
         """,
     ),
 )

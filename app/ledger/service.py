@@ -3,7 +3,6 @@ work (`app.db.run_transaction`) does, so an operation composes with others atomi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -16,13 +15,6 @@ from app.ledger.errors import LedgerError, translated
 # postings on one account wait for each other; at SERIALIZABLE all but one fail with 40001 and
 # are retried. So a transaction that only posts uses READ COMMITTED.
 POSTING_ISOLATION = psycopg.IsolationLevel.READ_COMMITTED
-
-
-@dataclass(frozen=True)
-class Leg:
-    account_id: int
-    asset: str
-    amount: Decimal
 
 
 @dataclass(frozen=True)
@@ -65,26 +57,6 @@ def account_id(
     """The ledger account of (owner, asset, bucket), created on first use."""
     query = "SELECT ledger.account_id(%s, %s, %s, %s)"
     return _scalar_id(conn, query, (customer_id, asset, bucket, label))
-
-
-def post_journal(
-    conn: psycopg.Connection,
-    kind: str,
-    legs: Sequence[Leg],
-    *,
-    reference: str | None = None,
-    idempotency_key: str | None = None,
-) -> int:
-    """Posts all legs as one journal; the database refuses one that does not balance."""
-    args = (
-        kind,
-        reference,
-        idempotency_key,
-        [leg.account_id for leg in legs],
-        [leg.asset for leg in legs],
-        [leg.amount for leg in legs],
-    )
-    return _scalar_id(conn, "SELECT ledger.post_journal(%s, %s, %s, %s, %s, %s)", args)
 
 
 def deposit(

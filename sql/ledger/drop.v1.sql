@@ -1,2 +1,14 @@
--- Downgrade of the ledger: its schema and everything in it.
+-- Downgrade of the ledger: its schema and everything in it. Dropping booked money is refused
+-- unless the operator said so for this session (`exchange db downgrade REV --allow-data-loss`).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM ledger.journal)
+       AND coalesce(current_setting('exchange.allow_data_loss', true), '') <> 'on' THEN
+        RAISE EXCEPTION 'the ledger holds % journals: downgrading would destroy them',
+            (SELECT count(*) FROM ledger.journal)
+            USING ERRCODE = 'EX010',
+                  HINT = 'back up first, then downgrade with --allow-data-loss';
+    END IF;
+END
+$$;
 DROP SCHEMA ledger CASCADE;

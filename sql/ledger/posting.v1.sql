@@ -3,8 +3,14 @@
 
 -- Posts one journal with all its legs (leg i = account_ids[i], assets[i], amounts[i]) and returns
 -- its id. With an idempotency key, a retry returns the first journal; the same key with other
--- legs or another kind is an error. Legs are written in account order so that concurrent
--- journals lock accounts in one global order and cannot deadlock on each other.
+-- legs or another kind is an error. Each account appears in at most one leg (its net change),
+-- so the outcome never depends on the order of the legs; legs are written in account order so
+-- that concurrent journals lock accounts in one global order and cannot deadlock on each other.
+--
+-- Internal: only the owner's business functions (deposit, withdraw, transfer, and the trading
+-- functions) call it, each deriving its accounts itself. With raw legs a caller could move money
+-- out of any account into any other, so the application role may not execute it. Idempotency
+-- keys are namespaced by those callers ('customer/<id>/<key>', ...).
 CREATE FUNCTION ledger.post_journal(
     p_kind text,
     p_reference text,
@@ -20,10 +26,14 @@ DECLARE
     v_leg record;
     v_leg_count integer := coalesce(cardinality(p_account_ids), 0);
 BEGIN
-    IF v_leg_count < 2
+    IF v_leg_count NOT BETWEEN 2 AND 64
        OR coalesce(cardinality(p_assets), 0) <> v_leg_count
        OR coalesce(cardinality(p_amounts), 0) <> v_leg_count THEN
-        RAISE EXCEPTION 'a journal needs at least two legs, each with an account, an asset and an amount'
+        RAISE EXCEPTION 'a journal needs 2 to 64 legs, each with an account, an asset and an amount'
+            USING ERRCODE = 'EX010';
+    END IF;
+    IF (SELECT count(DISTINCT a) FROM unnest(p_account_ids) AS a) <> v_leg_count THEN
+        RAISE EXCEPTION 'each account may appear in one leg of a journal (with its net amount)'
             USING ERRCODE = 'EX010';
     END IF;
     IF NOT EXISTS (SELECT FROM ledger.journal_kind WHERE kind = p_kind) THEN
@@ -96,9 +106,12 @@ BEGIN
         RETURNING id INTO v_journal_id;
     END IF;
 
+    -- Amounts are exact at this point; rounding only normalises their written scale (10.0000 USD
+    -- is stored as 10.00), so balances read back in the asset's scale.
     INSERT INTO ledger.entry (journal_id, account_id, asset, amount)
-    SELECT v_journal_id, l.account_id, l.asset, l.amount
+    SELECT v_journal_id, l.account_id, l.asset, round(l.amount, s.scale)
       FROM unnest(p_account_ids, p_assets, p_amounts) AS l(account_id, asset, amount)
+      JOIN ledger.asset s ON s.code = l.asset
      ORDER BY l.account_id;
     RETURN v_journal_id;
 END

@@ -36,6 +36,7 @@ CREATE TABLE ledger.account (
         OR (customer_id IS NULL AND bucket IN ('custody', 'fee'))
     ),
     CONSTRAINT account_balance_non_negative CHECK (bucket = 'custody' OR balance >= 0),
+    CONSTRAINT account_label_length CHECK (length(label) <= 100),
     CONSTRAINT account_owner_asset_bucket_key
         UNIQUE NULLS NOT DISTINCT (customer_id, asset, bucket, label),
     -- Target of the entry's (account_id, asset) foreign key: an entry's asset is its account's.
@@ -59,7 +60,8 @@ CREATE TABLE ledger.journal (
     idempotency_key text,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT journal_idempotency_key_key UNIQUE (idempotency_key),
-    CONSTRAINT journal_idempotency_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 300)
+    CONSTRAINT journal_idempotency_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 300),
+    CONSTRAINT journal_reference_length CHECK (length(reference) BETWEEN 1 AND 500)
 );
 
 -- account_seq (1, 2, 3, ... per account) and balance_after are set by a trigger under the

@@ -96,7 +96,7 @@ def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
     create_asset(admin, "USD", 2)
     customer = service.create_customer(app_conn, "racer")
     service.deposit(app_conn, customer, "USD", starting_balance, "fund")
-    available_account = service.account_id(app_conn, customer, "USD", "available")
+    available_account = service.account_id(admin, customer, "USD", "available")
 
     rng = random.Random(1000)
     plans = [
@@ -177,8 +177,12 @@ def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
     assert_invariants_hold(app_conn)
 
 
+@ISOLATION_LEVELS
 def test_concurrent_repeats_of_one_idempotency_key_post_one_journal(
-    db: ScratchDatabase, admin: psycopg.Connection, app_conn: psycopg.Connection
+    db: ScratchDatabase,
+    admin: psycopg.Connection,
+    app_conn: psycopg.Connection,
+    isolation: psycopg.IsolationLevel,
 ) -> None:
     create_asset(admin, "USD", 2)
     customer = service.create_customer(app_conn, "impatient")
@@ -189,6 +193,7 @@ def test_concurrent_repeats_of_one_idempotency_key_post_one_journal(
         journal_id = run_transaction(
             conn,
             lambda c: service.deposit(c, customer, "USD", Decimal("12.34"), "same-key"),
+            isolation=isolation,
             attempts_max=100,
         )
         with lock:

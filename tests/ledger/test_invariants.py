@@ -1,8 +1,9 @@
 """Each ledger invariant, attacked through raw SQL, holds and leaves nothing behind.
 
-Attacks run first as the application role (what a buggy or compromised API process could do),
-then, where privileges already stop the application, as the schema owner: the triggers and
-constraints must hold even for a client with every table privilege.
+Attacks run as the application role (what a buggy or compromised API process could do), which
+privileges stop before any row is touched, and then as the schema owner, which holds every table
+privilege and may call the internal ledger.post_journal with raw legs: the triggers and
+constraints must hold even for it.
 """
 
 from __future__ import annotations
@@ -74,39 +75,64 @@ def post(conn: psycopg.Connection, legs: list[tuple[int, str, str]], key: str | 
     ).fetchone()
 
 
+def insert_journal_directly(conn: psycopg.Connection, legs: list[tuple[int, str, str]]) -> None:
+    """Writes a journal and its entries with plain INSERTs, bypassing ledger.post_journal."""
+    with conn.transaction():
+        journal = conn.execute(
+            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+        ).fetchone()
+        assert journal is not None
+        conn.execute(
+            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
+            " SELECT %s, l.account_id, l.asset, l.amount::numeric"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS l(account_id, asset, amount)",
+            (
+                journal[0],
+                [leg[0] for leg in legs],
+                [leg[1] for leg in legs],
+                [leg[2] for leg in legs],
+            ),
+        )
+
+
 # 1. Every journal sums to zero per asset ---------------------------------------------------
 
 
 def test_unbalanced_journal_is_rejected_and_writes_nothing(
-    app_conn: psycopg.Connection, alice: int, bob: int
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
     legs = [
-        (available(app_conn, alice), "USD", "-10.00"),
-        (available(app_conn, bob), "USD", "9.99"),
+        (available(owner, alice), "USD", "-10.00"),
+        (available(owner, bob), "USD", "9.99"),
     ]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX001"
     assert ledger_state(app_conn) == before
 
 
 def test_journal_balanced_in_total_but_not_per_asset_is_rejected(
-    app_conn: psycopg.Connection, admin: psycopg.Connection, alice: int, bob: int, btc: str
+    owner: psycopg.Connection,
+    app_conn: psycopg.Connection,
+    admin: psycopg.Connection,
+    alice: int,
+    bob: int,
+    btc: str,
 ) -> None:
     service.deposit(app_conn, bob, "BTC", Decimal("1"), "fund-btc")
     legs = [  # sums to zero over both assets together, not per asset
-        (available(app_conn, alice), "USD", "-5.00"),
-        (available(app_conn, bob), "USD", "4.00"),
-        (available(app_conn, bob, "BTC"), "BTC", "-1"),
-        (available(app_conn, alice, "BTC"), "BTC", "2"),
+        (available(owner, alice), "USD", "-5.00"),
+        (available(owner, bob), "USD", "4.00"),
+        (available(owner, bob, "BTC"), "BTC", "-1"),
+        (available(owner, alice, "BTC"), "BTC", "2"),
     ]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX001"
     assert ledger_state(app_conn) == before
@@ -115,19 +141,11 @@ def test_journal_balanced_in_total_but_not_per_asset_is_rejected(
 def test_owner_inserting_unbalanced_entries_directly_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
 ) -> None:
-    account = available(app_conn, alice)
+    account = available(owner, alice)
     before = ledger_state(app_conn)
 
-    with pytest.raises(psycopg.Error) as caught, owner.transaction():
-        journal = owner.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'USD', 5)",
-            (journal[0], account),
-        )
+    with pytest.raises(psycopg.Error) as caught:
+        insert_journal_directly(owner, [(account, "USD", "5")])
 
     assert caught.value.sqlstate == "EX001"
     assert ledger_state(app_conn) == before
@@ -143,7 +161,7 @@ def test_owner_cannot_append_legs_to_a_posted_journal(
         owner.execute(
             "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
             " VALUES (%s, %s, 'USD', -2), (%s, %s, 'USD', 2)",
-            (journal_id, available(app_conn, alice), journal_id, available(app_conn, bob)),
+            (journal_id, available(owner, alice), journal_id, available(owner, bob)),
         )
 
     assert caught.value.sqlstate == "EX009"
@@ -163,7 +181,7 @@ def test_owner_cannot_commit_a_journal_without_entries(
 
 
 def test_app_role_cannot_insert_journals_or_entries(
-    app_conn: psycopg.Connection, alice: int
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
 ) -> None:
     before = ledger_state(app_conn)
 
@@ -173,9 +191,64 @@ def test_app_role_cannot_insert_journals_or_entries(
         app_conn.execute(
             "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
             " VALUES (1, %s, 'USD', 5)",
-            (available(app_conn, alice),),
+            (available(owner, alice),),
         )
 
+    assert ledger_state(app_conn) == before
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT ledger.post_journal('deposit', NULL, NULL, ARRAY[1, 2], ARRAY['USD', 'USD'],"
+        " ARRAY[-1, 1]::numeric[])",
+        "SELECT ledger.account_id(NULL, 'USD', 'custody', 'free-money')",
+    ],
+)
+def test_app_role_cannot_post_raw_legs_or_create_accounts(
+    app_conn: psycopg.Connection, alice: int, call: str
+) -> None:
+    """With raw legs the application could mint money from a custody account."""
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.InsufficientPrivilege):
+        app_conn.execute(call)
+
+    assert ledger_state(app_conn) == before
+
+
+def test_an_account_appears_in_one_leg_of_a_journal(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    """Otherwise (+50, -50) on an empty account would pass in one order and fail in the other."""
+    bob_account = available(owner, bob)
+    legs = [
+        (bob_account, "USD", "50.00"),
+        (bob_account, "USD", "-50.00"),
+        (available(owner, alice), "USD", "1.00"),
+        (custody(owner, alice), "USD", "-1.00"),
+    ]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(owner, legs)
+
+    assert caught.value.sqlstate == "EX010"
+    assert ledger_state(app_conn) == before
+
+
+def test_a_journal_has_at_most_64_legs(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, usd: str
+) -> None:
+    customers = [service.create_customer(app_conn, f"c{n}") for n in range(65)]
+    legs = [(available(owner, c), "USD", "1.00") for c in customers[:64]]
+    legs.append((available(owner, customers[64]), "USD", "-64.00"))
+    before = ledger_state(app_conn)
+
+    with pytest.raises(psycopg.Error) as caught:
+        post(owner, legs)
+
+    assert caught.value.sqlstate == "EX010"
     assert ledger_state(app_conn) == before
 
 
@@ -195,41 +268,45 @@ def test_withdrawal_of_more_than_available_fails_and_writes_nothing(
 
 
 def test_journal_overdrawing_a_customer_account_fails(
-    app_conn: psycopg.Connection, alice: int, bob: int
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
-    legs = [(available(app_conn, bob), "USD", "-0.01"), (available(app_conn, alice), "USD", "0.01")]
+    legs = [(available(owner, bob), "USD", "-0.01"), (available(owner, alice), "USD", "0.01")]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX002"
     assert ledger_state(app_conn) == before
 
 
-def test_fee_account_cannot_go_negative(app_conn: psycopg.Connection, alice: int) -> None:
-    fee = service.account_id(app_conn, None, "USD", "fee", "BTC-USD")
+def test_fee_account_cannot_go_negative(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
+    fee = service.account_id(owner, None, "USD", "fee", "BTC-USD")
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, [(fee, "USD", "-1.00"), (available(app_conn, alice), "USD", "1.00")])
+        post(owner, [(fee, "USD", "-1.00"), (available(owner, alice), "USD", "1.00")])
 
     assert caught.value.sqlstate == "EX002"
     assert ledger_state(app_conn) == before
 
 
-def test_custody_account_may_go_negative(app_conn: psycopg.Connection, alice: int) -> None:
+def test_custody_account_may_go_negative(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
     row = app_conn.execute(
-        "SELECT balance FROM ledger.account WHERE id = %s", (custody(app_conn, alice),)
+        "SELECT balance FROM ledger.account WHERE id = %s", (custody(owner, alice),)
     ).fetchone()
 
     assert row == (Decimal("-100.00"),)
 
 
 def test_check_constraint_stops_a_negative_balance_even_with_triggers_disabled(
-    admin: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+    admin: psycopg.Connection, alice: int
 ) -> None:
-    account = available(app_conn, alice)
+    account = service.account_id(admin, alice, "USD", "available")
     admin.execute("SET session_replication_role = replica")  # disables ordinary triggers
 
     with pytest.raises(errors.CheckViolation) as caught:
@@ -318,13 +395,13 @@ def test_owner_cannot_rescale_an_asset(owner: psycopg.Connection, usd: str) -> N
 
 
 def test_leg_in_another_asset_than_its_account_is_rejected(
-    app_conn: psycopg.Connection, alice: int, bob: int, btc: str
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int, btc: str
 ) -> None:
-    legs = [(available(app_conn, alice), "BTC", "-1"), (available(app_conn, bob), "BTC", "1")]
+    legs = [(available(owner, alice), "BTC", "-1"), (available(owner, bob), "BTC", "1")]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX003"
     assert ledger_state(app_conn) == before
@@ -333,20 +410,12 @@ def test_leg_in_another_asset_than_its_account_is_rejected(
 def test_owner_inserting_an_entry_in_another_asset_than_its_account_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, btc: str
 ) -> None:
-    usd_account = available(app_conn, alice)
-    btc_custody = custody(app_conn, alice, "BTC")
+    usd_account = available(owner, alice)
+    btc_custody = custody(owner, alice, "BTC")
     before = ledger_state(app_conn)
 
-    with pytest.raises(errors.ForeignKeyViolation) as caught, owner.transaction():
-        journal = owner.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('deposit') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'BTC', 1), (%s, %s, 'BTC', -1)",
-            (journal[0], usd_account, journal[0], btc_custody),
-        )
+    with pytest.raises(errors.ForeignKeyViolation) as caught:
+        insert_journal_directly(owner, [(usd_account, "BTC", "1"), (btc_custody, "BTC", "-1")])
 
     assert caught.value.diag.constraint_name == "entry_account_asset_fkey"
     assert ledger_state(app_conn) == before
@@ -372,37 +441,42 @@ def test_trailing_zeros_beyond_the_scale_are_exact_and_accepted(
     assert service.balances(app_conn, alice)[0].available == Decimal("110.00")
 
 
+def test_amounts_are_stored_at_the_asset_scale(app_conn: psycopg.Connection, alice: int) -> None:
+    journal_id = service.deposit(app_conn, alice, "USD", Decimal("5.000000"), "d-long")
+
+    rows = app_conn.execute(
+        "SELECT amount::text FROM ledger.entry WHERE journal_id = %s ORDER BY amount", (journal_id,)
+    ).fetchall()
+    assert rows == [("-5.00",), ("5.00",)]
+
+
 def test_owner_inserting_an_amount_finer_than_the_scale_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
-    alice_account, bob_account = available(app_conn, alice), available(app_conn, bob)
+    alice_account, bob_account = available(owner, alice), available(owner, bob)
     before = ledger_state(app_conn)
 
-    with pytest.raises(psycopg.Error) as caught, owner.transaction():
-        journal = owner.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'USD', -0.005), (%s, %s, 'USD', 0.005)",
-            (journal[0], alice_account, journal[0], bob_account),
+    with pytest.raises(psycopg.Error) as caught:
+        insert_journal_directly(
+            owner, [(alice_account, "USD", "-0.005"), (bob_account, "USD", "0.005")]
         )
 
     assert caught.value.sqlstate == "EX004"
     assert ledger_state(app_conn) == before
 
 
-def test_zero_amount_leg_is_rejected(app_conn: psycopg.Connection, alice: int, bob: int) -> None:
+def test_zero_amount_leg_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
     legs = [
-        (available(app_conn, alice), "USD", "-1.00"),
-        (available(app_conn, bob), "USD", "1.00"),
-        (available(app_conn, bob), "USD", "0"),
+        (available(owner, alice), "USD", "-1.00"),
+        (available(owner, bob), "USD", "1.00"),
+        (custody(owner, alice), "USD", "0"),
     ]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX005"
     assert ledger_state(app_conn) == before
@@ -411,19 +485,11 @@ def test_zero_amount_leg_is_rejected(app_conn: psycopg.Connection, alice: int, b
 def test_owner_inserting_a_zero_amount_entry_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
 ) -> None:
-    account = available(app_conn, alice)
+    account = available(owner, alice)
     before = ledger_state(app_conn)
 
-    with pytest.raises(errors.CheckViolation) as caught, owner.transaction():
-        journal = owner.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'USD', 0)",
-            (journal[0], account),
-        )
+    with pytest.raises(errors.CheckViolation) as caught:
+        insert_journal_directly(owner, [(account, "USD", "0")])
 
     assert caught.value.diag.constraint_name == "entry_amount_non_zero"
     assert ledger_state(app_conn) == before
@@ -431,13 +497,13 @@ def test_owner_inserting_a_zero_amount_entry_is_rejected(
 
 @pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_leg_is_rejected(
-    app_conn: psycopg.Connection, alice: int, bob: int, amount: str
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int, amount: str
 ) -> None:
-    legs = [(available(app_conn, alice), "USD", amount), (available(app_conn, bob), "USD", amount)]
+    legs = [(available(owner, alice), "USD", amount), (available(owner, bob), "USD", amount)]
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, legs)
+        post(owner, legs)
 
     assert caught.value.sqlstate == "EX010"
     assert ledger_state(app_conn) == before
@@ -460,19 +526,11 @@ def test_non_finite_deposit_is_rejected(
 def test_owner_inserting_a_non_finite_entry_is_rejected(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, amount: str
 ) -> None:
-    account = available(app_conn, alice)
+    account = available(owner, alice)
     before = ledger_state(app_conn)
 
-    with pytest.raises(errors.CheckViolation) as caught, owner.transaction():
-        journal = owner.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'USD', %s::numeric)",
-            (journal[0], account, amount),
-        )
+    with pytest.raises(errors.CheckViolation) as caught:
+        insert_journal_directly(owner, [(account, "USD", amount)])
 
     assert caught.value.diag.constraint_name == "entry_amount_finite"
     assert ledger_state(app_conn) == before
@@ -482,27 +540,27 @@ def test_owner_inserting_a_non_finite_entry_is_rejected(
 
 
 def test_retry_with_the_same_key_returns_the_first_journal_and_posts_nothing(
-    app_conn: psycopg.Connection, alice: int, bob: int
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
-    legs = [(available(app_conn, alice), "USD", "-7.00"), (available(app_conn, bob), "USD", "7.00")]
-    first = post(app_conn, legs, key="once")
+    legs = [(available(owner, alice), "USD", "-7.00"), (available(owner, bob), "USD", "7.00")]
+    first = post(owner, legs, key="once")
     after_first = ledger_state(app_conn)
 
-    retry = post(app_conn, list(reversed(legs)), key="once")
+    retry = post(owner, list(reversed(legs)), key="once")
 
     assert retry == first
     assert ledger_state(app_conn) == after_first
 
 
 def test_retry_with_the_same_key_and_other_legs_is_an_error(
-    app_conn: psycopg.Connection, alice: int, bob: int
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
-    alice_account, bob_account = available(app_conn, alice), available(app_conn, bob)
-    post(app_conn, [(alice_account, "USD", "-7.00"), (bob_account, "USD", "7.00")], key="once")
+    alice_account, bob_account = available(owner, alice), available(owner, bob)
+    post(owner, [(alice_account, "USD", "-7.00"), (bob_account, "USD", "7.00")], key="once")
     after_first = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
-        post(app_conn, [(alice_account, "USD", "-8.00"), (bob_account, "USD", "8.00")], key="once")
+        post(owner, [(alice_account, "USD", "-8.00"), (bob_account, "USD", "8.00")], key="once")
 
     assert caught.value.sqlstate == "EX006"
     assert ledger_state(app_conn) == after_first
