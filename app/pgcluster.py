@@ -5,7 +5,7 @@ The cluster listens only on a unix socket inside its directory, so file permissi
 password, decide who may connect; it never competes for a TCP port with another server.
 
 PostgreSQL refuses to run as root. When this process is root, initdb and pg_ctl run as an
-unprivileged system user (`postgres`, or EXCHANGE_PG_USER) through runuser, and that user owns
+unprivileged system user (EXCHANGE_PG_USER, `postgres` or `nobody`) through runuser; that user owns
 the cluster's directory. Only directories this code creates (or an empty one it adopts) are
 handed to that user, never an existing directory with contents.
 
@@ -142,18 +142,25 @@ def find_bindir(major: str | None = None) -> Path:
 
 
 def _service_user() -> pwd.struct_passwd | None:
-    """The user that runs PostgreSQL programs, or None to run them as ourselves."""
+    """The user that runs PostgreSQL programs, or None to run them as ourselves.
+
+    As root: EXCHANGE_PG_USER if set, else `postgres`, else (a machine without PostgreSQL
+    packages, such as a bare container) `nobody`, so the embedded binaries still run.
+    """
     if os.geteuid() != 0:
         return None
-    name = os.environ.get("EXCHANGE_PG_USER", "postgres")
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise ClusterError(
-            f"PostgreSQL refuses to run as root and there is no system user {name!r} to run it "
-            f"as. Create one (`useradd --system {name}`), set EXCHANGE_PG_USER, or run as a "
-            "normal user."
-        ) from None
+    chosen = os.environ.get("EXCHANGE_PG_USER")
+    for name in [chosen] if chosen else ["postgres", "nobody"]:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise ClusterError(
+        f"PostgreSQL refuses to run as root and there is no system user "
+        f"{chosen or 'postgres'!r} to run it as. Create one "
+        f"(`useradd --system {chosen or 'postgres'}`), set EXCHANGE_PG_USER, or run as a "
+        "normal user."
+    )
 
 
 class Cluster:

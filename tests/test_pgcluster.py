@@ -466,6 +466,26 @@ def test_missing_service_user_raises_cluster_error_naming_it(
 
 
 @requires_root
+def test_without_a_postgres_user_the_cluster_runs_as_nobody(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EXCHANGE_PG_USER", raising=False)
+    real_getpwnam = pwd.getpwnam
+
+    def getpwnam_without_postgres(name: str) -> pwd.struct_passwd:
+        if name == "postgres":
+            raise KeyError(name)
+        return real_getpwnam(name)
+
+    monkeypatch.setattr(pgcluster.pwd, "getpwnam", getpwnam_without_postgres)
+    cluster = Cluster(fresh_dir / "cluster", bindir=stub_bindir(fresh_dir / "bin"))
+
+    cluster._make_base_dir()
+
+    assert cluster.base_dir.stat().st_uid == real_getpwnam("nobody").pw_uid
+
+
+@requires_root
 def test_directory_the_service_user_cannot_reach_raises_cluster_error(fresh_dir: Path) -> None:
     private = fresh_dir / "private"
     private.mkdir(mode=0o700)
