@@ -38,7 +38,7 @@ TEST_SETTINGS = {
 _database_numbers = itertools.count(1)
 
 # CI must be reproducible: the same examples on every run. Locally, hypothesis explores afresh.
-settings.register_profile("ci", derandomize=True)
+settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
@@ -70,8 +70,8 @@ def pg_cluster() -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="exchange-test-"))
     base.chmod(0o755)
     cluster = Cluster(base / "cluster", settings=TEST_SETTINGS)
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -85,12 +85,41 @@ def template_database(pg_cluster: Cluster) -> Iterator[str]:
         yield TEMPLATE_DBNAME
 
 
+# Roles are cluster-wide: a test that changes exchange_app must put it back, or every later
+# test would run with the changed role. The db fixture checks that each test did.
+APP_ROLE_STATE = """
+    SELECT r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
+           r.rolreplication, r.rolbypassrls,
+           (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid),
+           (SELECT count(*) FROM pg_db_role_setting s WHERE s.setrole = r.oid)
+      FROM pg_roles r WHERE r.rolname = 'exchange_app'
+"""
+
+
+def app_role_state(cluster: Cluster) -> tuple[object, ...] | None:
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        return conn.execute(APP_ROLE_STATE).fetchone()
+
+
+@pytest.fixture(scope="session")
+def app_role_baseline(pg_cluster: Cluster, template_database: str) -> tuple[object, ...] | None:
+    return app_role_state(pg_cluster)
+
+
 @pytest.fixture
-def db(pg_cluster: Cluster, template_database: str) -> Iterator[ScratchDatabase]:
+def db(
+    pg_cluster: Cluster, template_database: str, app_role_baseline: tuple[object, ...] | None
+) -> Iterator[ScratchDatabase]:
     """A fresh database at the head revision, for this test only."""
     name = f"test_{next(_database_numbers)}"
     with janitor(pg_cluster, name, template_dbname=template_database):
+        # CREATE DATABASE ... TEMPLATE copies no database-level grant; restore the migration's.
+        with psycopg.connect(pg_cluster.conninfo(), autocommit=True) as conn:
+            conn.execute(f'GRANT CREATE ON DATABASE "{name}" TO {OWNER_ROLE}')
         yield ScratchDatabase(pg_cluster, name)
+    assert app_role_state(pg_cluster) == app_role_baseline, (
+        "this test changed the cluster-wide role exchange_app and did not restore it"
+    )
 
 
 @pytest.fixture

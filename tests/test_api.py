@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+import app.api
 from app.api import create_app
 from tests.conftest import APP_ROLE, ScratchDatabase
 
@@ -18,7 +20,10 @@ def test_health_is_ok_when_the_database_answers(db: ScratchDatabase) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_health_is_unavailable_when_the_database_is_unreachable(tmp_path: Path) -> None:
+def test_health_is_unavailable_when_the_database_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.api, "HEALTH_TIMEOUT_SECONDS", 0.2)
     nowhere = tmp_path / "no-such-socket-dir"
     conninfo = f"host={nowhere} port=5432 dbname=exchange user={APP_ROLE} connect_timeout=1"
 

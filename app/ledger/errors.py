@@ -29,6 +29,9 @@ CONSTRAINT_CODES = {
     "asset_code_format": "invalid_asset_code",
     "asset_scale_range": "invalid_asset_scale",
     "customer_external_ref_length": "invalid_request",
+    "journal_reference_length": "invalid_request",
+    "journal_idempotency_key_length": "invalid_request",
+    "entry_amount_magnitude": "invalid_amount",
 }
 
 

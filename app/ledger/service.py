@@ -22,10 +22,7 @@ class Balance:
     asset: str
     available: Decimal
     held: Decimal
-
-    @property
-    def total(self) -> Decimal:
-        return self.available + self.held
+    total: Decimal  # summed by PostgreSQL: exact at any scale, unlike Decimal's 28 digits
 
 
 def _positive_amount(amount: Decimal) -> Decimal:
@@ -49,14 +46,6 @@ def _scalar_id(conn: psycopg.Connection, query: str, args: tuple[object, ...]) -
 
 def create_customer(conn: psycopg.Connection, external_ref: str) -> int:
     return _scalar_id(conn, "SELECT ledger.create_customer(%s)", (external_ref,))
-
-
-def account_id(
-    conn: psycopg.Connection, customer_id: int | None, asset: str, bucket: str, label: str = ""
-) -> int:
-    """The ledger account of (owner, asset, bucket), created on first use."""
-    query = "SELECT ledger.account_id(%s, %s, %s, %s)"
-    return _scalar_id(conn, query, (customer_id, asset, bucket, label))
 
 
 def deposit(
@@ -111,7 +100,8 @@ def balances(conn: psycopg.Connection, customer_id: int) -> list[Balance]:
         """
         SELECT asset,
                coalesce(sum(balance) FILTER (WHERE bucket = 'available'), 0),
-               coalesce(sum(balance) FILTER (WHERE bucket = 'held'), 0)
+               coalesce(sum(balance) FILTER (WHERE bucket = 'held'), 0),
+               sum(balance)
           FROM ledger.account
          WHERE customer_id = %s
          GROUP BY asset
@@ -119,4 +109,4 @@ def balances(conn: psycopg.Connection, customer_id: int) -> list[Balance]:
         """,
         (customer_id,),
     ).fetchall()
-    return [Balance(asset, available, held) for asset, available, held in rows]
+    return [Balance(*row) for row in rows]

@@ -4,10 +4,10 @@ DO $$
 BEGIN
     IF EXISTS (SELECT FROM ledger.journal)
        AND coalesce(current_setting('exchange.allow_data_loss', true), '') <> 'on' THEN
-        RAISE EXCEPTION 'the ledger holds % journals: downgrading would destroy them',
+        RAISE EXCEPTION 'the ledger holds % journal(s): downgrading would destroy them; back up '
+            'first, then downgrade with --allow-data-loss (alembic: -x allow_data_loss=true)',
             (SELECT count(*) FROM ledger.journal)
-            USING ERRCODE = 'EX010',
-                  HINT = 'back up first, then downgrade with --allow-data-loss';
+            USING ERRCODE = 'EX010';
     END IF;
 END
 $$;

@@ -50,7 +50,7 @@ BEGIN
       LEFT JOIN ledger.account a ON a.id = l.account_id
       LEFT JOIN ledger.asset s ON s.code = a.asset
      WHERE a.id IS NULL OR a.asset IS DISTINCT FROM l.asset
-        OR l.amount IS NULL OR l.amount = 0 OR NOT (l.amount > '-Infinity' AND l.amount < 'Infinity')
+        OR l.amount IS NULL OR l.amount = 0 OR NOT (l.amount > -1e24 AND l.amount < 1e24)
         OR l.amount <> round(l.amount, s.scale)
      ORDER BY l.ord
      LIMIT 1;
@@ -66,8 +66,9 @@ BEGIN
             RAISE EXCEPTION 'leg %: amount must be non-zero, got %',
                 v_leg.ord, coalesce(v_leg.amount::text, 'null')
                 USING ERRCODE = 'EX005';
-        ELSIF NOT (v_leg.amount > '-Infinity' AND v_leg.amount < 'Infinity') THEN
-            RAISE EXCEPTION 'leg %: amount must be a finite number, got %', v_leg.ord, v_leg.amount
+        ELSIF NOT (v_leg.amount > -1e24 AND v_leg.amount < 1e24) THEN
+            RAISE EXCEPTION 'leg %: amount must be a finite number below 10^24 in magnitude, got %',
+                v_leg.ord, left(v_leg.amount::text, 40)
                 USING ERRCODE = 'EX010';
         ELSE
             RAISE EXCEPTION 'leg %: amount % is not representable in % (scale %)',
@@ -156,19 +157,23 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ledger.check_customer_request(p_amount numeric, p_idempotency_key text)
-RETURNS void
+CREATE FUNCTION ledger.check_customer_request(
+    p_amount numeric, p_idempotency_key text, p_reference text
+) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- NaN sorts above Infinity in PostgreSQL, so the upper bound refuses both.
-    IF p_amount IS NULL OR p_amount <= 0 OR p_amount >= 'Infinity' THEN
-        RAISE EXCEPTION 'amount must be a positive finite number, got %',
-            coalesce(p_amount::text, 'null')
+    -- NaN sorts above every number in PostgreSQL, so the upper bound refuses it too.
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount >= 1e24 THEN
+        RAISE EXCEPTION 'amount must be positive and below 10^24, got %',
+            coalesce(left(p_amount::text, 40), 'null')
             USING ERRCODE = 'EX010';
     END IF;
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'an idempotency key of 1 to 200 characters is required'
             USING ERRCODE = 'EX010';
+    END IF;
+    IF length(p_reference) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION 'a reference, when given, has 1 to 500 characters' USING ERRCODE = 'EX010';
     END IF;
 END
 $$;
@@ -182,7 +187,7 @@ CREATE FUNCTION ledger.deposit(
 ) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key);
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
     RETURN ledger.post_journal(
         'deposit', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
         ARRAY[ledger.account_id(NULL, p_asset, 'custody', 'customer/' || p_customer_id),
@@ -198,7 +203,7 @@ CREATE FUNCTION ledger.withdraw(
 ) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key);
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
     RETURN ledger.post_journal(
         'withdrawal', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
         ARRAY[ledger.account_id(p_customer_id, p_asset, 'available'),
@@ -214,7 +219,7 @@ CREATE FUNCTION ledger.transfer(
 ) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key);
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
     IF p_from_customer_id = p_to_customer_id THEN
         RAISE EXCEPTION 'a transfer needs two different customers' USING ERRCODE = 'EX010';
     END IF;

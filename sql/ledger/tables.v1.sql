@@ -76,8 +76,10 @@ CREATE TABLE ledger.entry (
     amount numeric NOT NULL,
     balance_after numeric NOT NULL,
     CONSTRAINT entry_amount_non_zero CHECK (amount <> 0),
-    -- PostgreSQL's numeric admits NaN and ±Infinity; money never is.
+    -- PostgreSQL's numeric admits NaN and ±Infinity; money never is. Nor is an amount of 10^24
+    -- units or more: no asset has that much, and 100,000-digit numbers would be a cheap DoS.
     CONSTRAINT entry_amount_finite CHECK (amount > '-Infinity' AND amount < 'Infinity'),
+    CONSTRAINT entry_amount_magnitude CHECK (amount > -1e24 AND amount < 1e24),
     CONSTRAINT entry_account_seq_key UNIQUE (account_id, account_seq),
     CONSTRAINT entry_account_asset_fkey
         FOREIGN KEY (account_id, asset) REFERENCES ledger.account (id, asset)

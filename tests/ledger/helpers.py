@@ -49,3 +49,15 @@ def funded_customer(
     customer_id = service.create_customer(conn, external_ref)
     service.deposit(conn, customer_id, asset, amount, f"fund-{customer_id}")
     return customer_id
+
+
+def account_id(
+    conn: psycopg.Connection, customer_id: int | None, asset: str, bucket: str, label: str = ""
+) -> int:
+    """The ledger account of (owner, asset, bucket), created on first use (owner or superuser:
+    the application role may not name accounts itself)."""
+    row = conn.execute(
+        "SELECT ledger.account_id(%s, %s, %s, %s)", (customer_id, asset, bucket, label)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

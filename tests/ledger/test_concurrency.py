@@ -26,7 +26,7 @@ from app.db import RetriesExhausted, run_transaction
 from app.ledger import service
 from app.ledger.errors import LedgerError
 from tests.conftest import APP_ROLE, ScratchDatabase
-from tests.ledger.helpers import assert_invariants_hold, create_asset
+from tests.ledger.helpers import account_id, assert_invariants_hold, create_asset
 
 THREADS = 8
 BARRIER_TIMEOUT_SECONDS = 30
@@ -96,7 +96,7 @@ def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
     create_asset(admin, "USD", 2)
     customer = service.create_customer(app_conn, "racer")
     service.deposit(app_conn, customer, "USD", starting_balance, "fund")
-    available_account = service.account_id(admin, customer, "USD", "available")
+    available_account = account_id(admin, customer, "USD", "available")
 
     rng = random.Random(1000)
     plans = [

@@ -16,6 +16,7 @@ from psycopg import errors
 
 from app.ledger import service
 from tests.ledger.helpers import (
+    account_id,
     assert_invariants_hold,
     create_asset,
     funded_customer,
@@ -51,11 +52,11 @@ def owner(admin: psycopg.Connection) -> psycopg.Connection:
 
 
 def available(conn: psycopg.Connection, customer_id: int, asset: str = "USD") -> int:
-    return service.account_id(conn, customer_id, asset, "available")
+    return account_id(conn, customer_id, asset, "available")
 
 
 def custody(conn: psycopg.Connection, customer_id: int, asset: str = "USD") -> int:
-    return service.account_id(conn, None, asset, "custody", f"customer/{customer_id}")
+    return account_id(conn, None, asset, "custody", f"customer/{customer_id}")
 
 
 POST = "SELECT ledger.post_journal(%s, %s, %s, %s, %s, %s)"
@@ -283,7 +284,7 @@ def test_journal_overdrawing_a_customer_account_fails(
 def test_fee_account_cannot_go_negative(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
 ) -> None:
-    fee = service.account_id(owner, None, "USD", "fee", "BTC-USD")
+    fee = account_id(owner, None, "USD", "fee", "BTC-USD")
     before = ledger_state(app_conn)
 
     with pytest.raises(psycopg.Error) as caught:
@@ -306,7 +307,7 @@ def test_custody_account_may_go_negative(
 def test_check_constraint_stops_a_negative_balance_even_with_triggers_disabled(
     admin: psycopg.Connection, alice: int
 ) -> None:
-    account = service.account_id(admin, alice, "USD", "available")
+    account = account_id(admin, alice, "USD", "available")
     admin.execute("SET session_replication_role = replica")  # disables ordinary triggers
 
     with pytest.raises(errors.CheckViolation) as caught:
@@ -533,6 +534,19 @@ def test_owner_inserting_a_non_finite_entry_is_rejected(
         insert_journal_directly(owner, [(account, "USD", amount)])
 
     assert caught.value.diag.constraint_name == "entry_amount_finite"
+    assert ledger_state(app_conn) == before
+
+
+def test_owner_inserting_an_amount_of_10_to_the_24_is_rejected(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    legs = [(custody(owner, alice), "USD", "-1e24"), (available(owner, bob), "USD", "1e24")]
+    before = ledger_state(app_conn)
+
+    with pytest.raises(errors.CheckViolation) as caught:
+        insert_journal_directly(owner, legs)
+
+    assert caught.value.diag.constraint_name == "entry_amount_magnitude"
     assert ledger_state(app_conn) == before
 
 

@@ -67,7 +67,7 @@ def test_withdrawal_moves_funds_from_available_to_custody(
         ("exchange", "custody", Decimal("40.50")),
     ]
     assert service.balances(app_conn, alice) == [
-        service.Balance("USD", Decimal("209.50"), Decimal("0"))
+        service.Balance("USD", Decimal("209.50"), Decimal("0"), Decimal("209.50"))
     ]
 
 
@@ -218,3 +218,38 @@ def test_asset_creation_twice_is_refused(admin: psycopg.Connection, usd: str) ->
 def test_app_role_cannot_create_assets(app_conn: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         service.create_asset(app_conn, "EUR", 2)
+
+
+def test_amount_of_10_to_the_24_or_more_is_refused(
+    app_conn: psycopg.Connection, alice: int
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(LedgerError) as caught:
+        service.deposit(app_conn, alice, "USD", Decimal("1e24"), "dep-huge")
+
+    assert caught.value.code == "invalid_request"
+    assert ledger_state(app_conn) == before
+
+
+@pytest.mark.parametrize("reference", ["", "x" * 501])
+def test_reference_of_a_customer_operation_has_1_to_500_characters(
+    app_conn: psycopg.Connection, alice: int, reference: str
+) -> None:
+    before = ledger_state(app_conn)
+
+    with pytest.raises(LedgerError) as caught:
+        service.deposit(app_conn, alice, "USD", Decimal("1.00"), "dep-ref", reference)
+
+    assert caught.value.code == "invalid_request"
+    assert ledger_state(app_conn) == before
+
+
+def test_total_is_exact_beyond_28_significant_digits(admin: psycopg.Connection) -> None:
+    create_asset(admin, "ETH", 18)
+    customer = service.create_customer(admin, "whale")
+    service.deposit(admin, customer, "ETH", Decimal("12345678901.123456789012345678"), "d1")
+
+    [balance] = service.balances(admin, customer)
+
+    assert balance.total == Decimal("12345678901.123456789012345678")
