@@ -15,7 +15,12 @@ import pytest
 
 from app.ledger import invariants, service
 from tests.conftest import ScratchDatabase
-from tests.ledger.helpers import assert_invariants_hold, create_asset, funded_customer
+from tests.ledger.helpers import (
+    account_id,
+    assert_invariants_hold,
+    create_asset,
+    funded_customer,
+)
 
 
 def broken(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -390,7 +395,7 @@ def test_app_role_write_privilege_is_reported(
 @pytest.mark.parametrize(
     ("function", "grantee"),
     [
-        ("ledger.check_customer_request(numeric, text)", "exchange_app"),
+        ("ledger.check_customer_request(numeric, text, text)", "exchange_app"),
         ("ledger.post_journal(text, text, text, bigint[], text[], numeric[])", "exchange_app"),
         ("ledger.account_id(bigint, text, text, text)", "PUBLIC"),
         ("ledger.reject_change()", "PUBLIC"),
@@ -493,7 +498,7 @@ def test_unexpected_trigger_on_a_ledger_table_is_reported(owner: psycopg.Connect
 def test_balance_edited_behind_the_triggers_is_reported(
     admin: psycopg.Connection, activity: dict[str, int]
 ) -> None:
-    account = service.account_id(admin, activity["alice"], "USD", "available")
+    account = account_id(admin, activity["alice"], "USD", "available")
     admin.execute("SET session_replication_role = replica")  # no ordinary trigger fires
     admin.execute("UPDATE ledger.account SET balance = balance + 1 WHERE id = %s", (account,))
     admin.execute("RESET session_replication_role")
