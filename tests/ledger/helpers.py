@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
+import pytest
 
 from app.ledger import invariants, service
+from app.ledger.errors import LedgerError
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,27 @@ def account_id(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@contextmanager
+def refused(
+    conn: psycopg.Connection,
+    *,
+    sqlstate: str | None = None,
+    code: str | None = None,
+    constraint: str | None = None,
+) -> Iterator[None]:
+    """The block must be refused (by SQLSTATE, LedgerError code or constraint name) and leave
+    the ledger exactly as it was."""
+    before = ledger_state(conn)
+    with pytest.raises((psycopg.Error, LedgerError)) as caught:
+        yield
+    error = caught.value
+    if sqlstate is not None:
+        assert isinstance(error, psycopg.Error) and error.sqlstate == sqlstate, error
+    if code is not None:
+        assert isinstance(error, LedgerError) and error.code == code, error
+    if constraint is not None:
+        assert isinstance(error, psycopg.Error), error
+        assert error.diag.constraint_name == constraint, error
+    assert ledger_state(conn) == before

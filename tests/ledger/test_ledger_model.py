@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.ledger import service
 from app.ledger.errors import LedgerError
 from tests.conftest import ScratchDatabase
-from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state
+from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state, refused
 
 SCALES = {"USD": 2, "BTC": 8}
 CUSTOMERS = 3
@@ -101,3 +102,14 @@ def test_ledger_state_sees_a_new_entry(db: ScratchDatabase) -> None:
         service.deposit(conn, customer, "USD", Decimal("1"), "k")
 
         assert ledger_state(conn) != before
+
+
+def test_refused_fails_when_the_refused_block_changed_the_ledger(db: ScratchDatabase) -> None:
+    with db.connect() as admin:
+        create_asset(admin, "USD", 2)
+    with db.connect("exchange_app") as conn:
+        customer = service.create_customer(conn, "c")
+
+        with pytest.raises(AssertionError), refused(conn, sqlstate="EX002"):
+            service.deposit(conn, customer, "USD", Decimal("1"), "k")  # commits: autocommit
+            conn.execute("SELECT ledger.withdraw(%s, 'USD', 5, 'w')", (customer,))

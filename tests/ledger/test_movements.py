@@ -9,7 +9,7 @@ import pytest
 
 from app.ledger import service
 from app.ledger.errors import LedgerError
-from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state
+from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state, refused
 
 
 @pytest.fixture
@@ -120,25 +120,15 @@ def test_non_positive_or_non_finite_amount_is_refused_before_the_database(
 def test_database_refuses_non_positive_amounts(
     app_conn: psycopg.Connection, alice: int, amount: str | None
 ) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(psycopg.Error) as caught:
+    with refused(app_conn, sqlstate="EX010"):
         app_conn.execute("SELECT ledger.deposit(%s, 'USD', %s, 'dep-bad')", (alice, amount))
-
-    assert caught.value.sqlstate == "EX010"
-    assert ledger_state(app_conn) == before
 
 
 def test_deposit_without_idempotency_key_is_refused(
     app_conn: psycopg.Connection, alice: int
 ) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(psycopg.Error) as caught:
+    with refused(app_conn, sqlstate="EX010"):
         app_conn.execute("SELECT ledger.deposit(%s, 'USD', 1.00, NULL)", (alice,))
-
-    assert caught.value.sqlstate == "EX010"
-    assert ledger_state(app_conn) == before
 
 
 def test_deposit_of_an_unknown_asset_is_refused_and_creates_no_account(
@@ -155,36 +145,21 @@ def test_deposit_of_an_unknown_asset_is_refused_and_creates_no_account(
 
 
 def test_deposit_to_an_unknown_customer_is_refused(app_conn: psycopg.Connection, usd: str) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(LedgerError) as caught:
+    with refused(app_conn, code="invalid_request"):
         service.deposit(app_conn, 999, "USD", Decimal("1"), "dep-ghost")
-
-    assert caught.value.code == "invalid_request"
-    assert ledger_state(app_conn) == before
 
 
 def test_withdrawal_by_a_customer_without_funds_leaves_no_empty_account_behind(
     app_conn: psycopg.Connection, alice: int
 ) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(LedgerError) as caught:
+    with refused(app_conn, code="insufficient_funds"):
         service.withdraw(app_conn, alice, "USD", Decimal("1.00"), "wd-1")
-
-    assert caught.value.code == "insufficient_funds"
-    assert ledger_state(app_conn) == before
 
 
 def test_transfer_to_oneself_is_refused(app_conn: psycopg.Connection, alice: int) -> None:
     service.deposit(app_conn, alice, "USD", Decimal("1.00"), "dep-1")
-    before = ledger_state(app_conn)
-
-    with pytest.raises(LedgerError) as caught:
+    with refused(app_conn, code="invalid_request"):
         service.transfer(app_conn, alice, alice, "USD", Decimal("1.00"), "t-self")
-
-    assert caught.value.code == "invalid_request"
-    assert ledger_state(app_conn) == before
 
 
 def test_customer_operations_translate_refusals_into_stable_codes(
@@ -223,26 +198,16 @@ def test_app_role_cannot_create_assets(app_conn: psycopg.Connection) -> None:
 def test_amount_of_10_to_the_24_or_more_is_refused(
     app_conn: psycopg.Connection, alice: int
 ) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(LedgerError) as caught:
+    with refused(app_conn, code="invalid_request"):
         service.deposit(app_conn, alice, "USD", Decimal("1e24"), "dep-huge")
-
-    assert caught.value.code == "invalid_request"
-    assert ledger_state(app_conn) == before
 
 
 @pytest.mark.parametrize("reference", ["", "x" * 501])
 def test_reference_of_a_customer_operation_has_1_to_500_characters(
     app_conn: psycopg.Connection, alice: int, reference: str
 ) -> None:
-    before = ledger_state(app_conn)
-
-    with pytest.raises(LedgerError) as caught:
+    with refused(app_conn, code="invalid_request"):
         service.deposit(app_conn, alice, "USD", Decimal("1.00"), "dep-ref", reference)
-
-    assert caught.value.code == "invalid_request"
-    assert ledger_state(app_conn) == before
 
 
 def test_total_is_exact_beyond_28_significant_digits(admin: psycopg.Connection) -> None:
