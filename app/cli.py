@@ -16,7 +16,7 @@ from app.db import run_transaction
 from app.ledger import invariants, service
 from app.ledger.errors import LedgerError
 from app.pgcluster import ClusterError, PostgresNotFound
-from app.runtime import DatabaseUrls, database
+from app.runtime import database
 
 T = TypeVar("T")
 
@@ -58,8 +58,8 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify(urls: DatabaseUrls) -> int:
-    with psycopg.connect(migrate.libpq_url(urls.admin)) as conn:
+def cmd_verify(args: argparse.Namespace) -> int:
+    with database() as urls, psycopg.connect(migrate.libpq_url(urls.admin)) as conn:
         found = list(invariants.violations(conn))
     broken = {violation.invariant.name for violation in found}
     for invariant in invariants.INVARIANTS:
@@ -72,11 +72,6 @@ def verify(urls: DatabaseUrls) -> int:
     for detail in first.details:
         print(f"  {detail}", file=sys.stderr)
     return EXIT_FAILURE
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    with database() as urls:
-        return verify(urls)
 
 
 def cmd_asset_create(args: argparse.Namespace) -> int:
