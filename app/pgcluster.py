@@ -17,6 +17,7 @@ postgresql.conf, never on a command line: pg_ctl hands its command line to /bin/
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import pwd
@@ -37,6 +38,9 @@ SOCKET_PATH_MAX = 103  # sun_path is 108 bytes on Linux, less the socket file na
 PORT = 5432  # only names the socket file; there is no TCP listener
 SUPERUSER = "postgres"
 START_TIMEOUT_SECONDS = 60
+SESSIONS_LOCK = ".sessions.lock"  # shared-locked by every process using the cluster
+STARTED_BY_SESSION = ".started-by-session"  # present while a session's start is in effect
+START_LOCK = ".start.lock"  # held while a session checks and starts the cluster
 CONFIG_FILE = "exchange.conf"
 INCLUDE_LINE = f"include_if_exists = '{CONFIG_FILE}'"
 # pg_ctl start runs `exec "postgres" -D "<data dir>" ... >> "<log file>"` through /bin/sh:
@@ -415,12 +419,43 @@ class Cluster:
         if result.returncode != 0:
             raise ClusterError(f"pg_ctl stop failed:\n{result.stdout}{result.stderr}")
 
+    def _open_private(self, name: str, flags: int) -> int:
+        # O_NOFOLLOW: the service user owns base_dir and could plant a symlink at that name.
+        return os.open(self.base_dir / name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
     @contextmanager
     def session(self) -> Iterator[Cluster]:
-        """The cluster running for the duration of the block; stopped after it if we started it."""
-        started = self.start()
+        """The cluster running for the duration of the block, shared between processes.
+
+        Every session (an `exchange serve`, an `exchange verify` meanwhile, ...) holds a shared
+        lock on SESSIONS_LOCK; the last one to leave stops the cluster if a session started it,
+        whichever one that was. A cluster started outside any session is left running.
+        """
+        self.init()
+        lock = self._open_private(SESSIONS_LOCK, os.O_RDWR | os.O_CREAT)
         try:
+            # Waits while a leaving session is stopping the cluster: then we start it again.
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            # Two sessions arriving together must not both run pg_ctl start.
+            starting = self._open_private(START_LOCK, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(starting, fcntl.LOCK_EX)
+                if self.start():
+                    os.close(self._open_private(STARTED_BY_SESSION, os.O_WRONLY | os.O_CREAT))
+            finally:
+                os.close(starting)
             yield self
         finally:
-            if started:
-                self.stop()
+            try:
+                # Converting to exclusive drops our shared lock first; failing means others
+                # still hold theirs, and we are leaving anyway.
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                marker = self.base_dir / STARTED_BY_SESSION
+                if marker.exists():
+                    self.stop()
+                    marker.unlink()
+            finally:
+                os.close(lock)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -506,6 +507,24 @@ def test_session_leaves_running_a_cluster_it_did_not_start(
     assert cluster.running()
 
 
+def test_last_session_out_stops_the_cluster_whoever_started_it(
+    new_cluster: Callable[..., Cluster],
+) -> None:
+    """`exchange verify` started the cluster, `exchange serve` joined it, verify finished."""
+    first = new_cluster()
+    second = Cluster(first.base_dir, bindir=first.bindir)
+    first_session, second_session = first.session(), second.session()
+
+    first_session.__enter__()
+    second_session.__enter__()
+    first_session.__exit__(None, None, None)
+    still_running_for_the_second = first.running()
+    second_session.__exit__(None, None, None)
+
+    assert still_running_for_the_second
+    assert not first.running()
+
+
 def test_cluster_made_by_the_embedded_postgresql_16_runs_on_it_though_found_last(
     new_cluster: Callable[..., Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -755,3 +774,30 @@ def test_data_directory_version_is_never_read_through_a_symlink(
 
     # Read by root, "16" would demand binaries of PostgreSQL 16 (and any text would be quoted).
     assert Cluster(fresh_dir / "cluster").bindir == fresh_dir / "env"
+
+
+def test_sessions_arriving_together_start_the_cluster_once(
+    new_cluster: Callable[..., Cluster],
+) -> None:
+    first = new_cluster()
+    first.init()
+    clusters = [Cluster(first.base_dir, bindir=first.bindir) for _ in range(3)]
+    barrier = threading.Barrier(len(clusters))
+    errors: list[BaseException] = []
+
+    def join(cluster: Cluster) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with cluster.session():
+                barrier.wait(timeout=20)  # all inside at once
+        except BaseException as error:  # reported below, with the other threads' errors
+            errors.append(error)
+
+    threads = [threading.Thread(target=join, args=(cluster,)) for cluster in clusters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert not first.running()
