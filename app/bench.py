@@ -183,3 +183,218 @@ def bench_ledger(connections: int, seconds: int, runs: int, customers: int, seed
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return "\n".join(lines)
+
+
+# The matching engine -----------------------------------------------------------------------
+
+ENGINE_ASSETS = (("BTC", 8), ("ETH", 8), ("SOL", 8), ("ADA", 8), ("USD", 6))
+ENGINE_FUNDING = Decimal("1000000000")
+ENGINE_MID_PRICE = 1000  # in ticks of 0.01: 10.00 USD
+
+
+def prepare_engine(
+    cluster: Cluster, instruments_count: int, accounts: int, dbname: str = DBNAME
+) -> tuple[list[str], list[int]]:
+    """A new migrated database with `instruments_count` markets X-USD and funded accounts."""
+    from app.trading import instruments
+
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    migrate.upgrade(cluster.url(dbname))
+    bases = [code for code, _ in ENGINE_ASSETS[:-1]][:instruments_count]
+    with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        for code, scale in ENGINE_ASSETS:
+            service.create_asset(conn, code, scale)
+        symbols = [
+            instruments.create_instrument(
+                conn,
+                base,
+                "USD",
+                tick_size=Decimal("0.01"),
+                lot_size=Decimal("0.001"),
+                maker_fee_rate=Decimal("0.001"),
+                taker_fee_rate=Decimal("0.002"),
+            ).symbol
+            for base in bases
+        ]
+        ids = [service.create_customer(conn, f"bench-{n}") for n in range(accounts)]
+        for account in ids:
+            for code in [*bases, "USD"]:
+                service.deposit(conn, account, code, ENGINE_FUNDING, f"funding-{code}")
+    return symbols, ids
+
+
+class OrderFlow:
+    """A seeded stream of commands for one client: limit orders around a fixed mid so that about
+    half of them cross, cancels of its own earlier orders, some IOC and market orders."""
+
+    def __init__(self, rng: random.Random, client: int, accounts: list[int]) -> None:
+        self.rng = rng
+        self.client = client
+        self.accounts = accounts
+        self.sequence = 0
+        self.resting: list[tuple[int, str]] = []
+
+    def next(self) -> object:
+        from app.trading.commands import Cancel, Place
+
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.25 and self.resting:
+            account, client_order_id = self.resting.pop(rng.randrange(len(self.resting)))
+            return Cancel(account, client_order_id)
+        self.sequence += 1
+        account = rng.choice(self.accounts)
+        client_order_id = f"c{self.client}-{self.sequence}"
+        side = rng.choice(("buy", "sell"))
+        quantity = Decimal(rng.randint(1, 1000)).scaleb(-3)
+        if roll < 0.30:
+            return Place(account, client_order_id, side, "market", quantity)
+        ticks = ENGINE_MID_PRICE + rng.randint(-20, 20) * (1 if side == "sell" else -1)
+        # A buy above the mid or a sell below it crosses: about half of the orders.
+        ticks = ENGINE_MID_PRICE * 2 - ticks if rng.random() < 0.5 else ticks
+        time_in_force = "IOC" if roll < 0.40 else "GTC"
+        self.resting.append((account, client_order_id))
+        if len(self.resting) > 200:
+            self.resting.pop(0)
+        return Place(
+            account,
+            client_order_id,
+            side,
+            "limit",
+            quantity,
+            Decimal(ticks).scaleb(-2),
+            time_in_force=time_in_force,
+        )
+
+
+@dataclass(frozen=True)
+class EngineMeasurement:
+    commands: int
+    commands_per_second: float
+    fills_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    refused: int
+    retries: int
+    batches: int
+
+
+def engine_orders(
+    cluster: Cluster,
+    symbols: list[str],
+    account_ids: list[int],
+    connections: int,
+    batch_size: int,
+    seconds: float,
+    seed: int,
+    dbname: str = DBNAME,
+) -> EngineMeasurement:
+    """`connections` clients, each sending batches of `batch_size` commands to the instruments in
+    turn (client n starts at instrument n); each client trades its own slice of the accounts."""
+    from app.trading import engine
+
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    fills = [0] * connections
+    refused = [0] * connections
+    retries = [0] * connections
+    batches = [0] * connections
+    barrier = threading.Barrier(connections + 1)
+    deadline: list[float] = []
+
+    def worker(number: int) -> None:
+        rng = random.Random(seed * 1000 + number)
+        mine = account_ids[number::connections] or account_ids
+        flow = OrderFlow(rng, number, mine)
+
+        def count_retry(attempt: int, error: Exception) -> None:
+            retries[number] += 1
+
+        with psycopg.connect(cluster.conninfo(dbname, "exchange_app"), autocommit=True) as conn:
+            barrier.wait()
+            turn = number
+            while time.monotonic() < deadline[0]:
+                symbol = symbols[turn % len(symbols)]
+                turn += 1
+                commands = [flow.next() for _ in range(batch_size)]
+                started = time.perf_counter()
+                results = engine.execute(conn, symbol, commands, on_retry=count_retry)  # type: ignore[arg-type]
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                batches[number] += 1
+                latencies[number].extend([elapsed_ms] * len(results))
+                for result in results:
+                    if result.code is not None:
+                        refused[number] += 1
+                    fills[number] += len(result.trades)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.monotonic() + seconds)
+    started = time.monotonic()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    everything = sorted(value for per_thread in latencies for value in per_thread)
+    return EngineMeasurement(
+        commands=len(everything),
+        commands_per_second=len(everything) / elapsed,
+        fills_per_second=sum(fills) / elapsed,
+        latency_p50_ms=_percentile(everything, 0.50),
+        latency_p99_ms=_percentile(everything, 0.99),
+        latency_max_ms=everything[-1],
+        refused=sum(refused),
+        retries=sum(retries),
+        batches=sum(batches),
+    )
+
+
+def bench_engine(
+    connections: int,
+    batch_size: int,
+    instruments_count: int,
+    seconds: int,
+    runs: int,
+    accounts: int,
+    seed: int,
+) -> str:
+    base = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
+    base.chmod(0o755)
+    cluster = Cluster(base / "cluster")  # PostgreSQL defaults: fsync and synchronous_commit on
+    lines = [
+        f"engine vs pgbench TPC-B: {connections} connections, batch {batch_size},"
+        f" {instruments_count} instrument(s), {accounts} accounts, {seconds} s x {runs} runs,"
+        f" seed {seed}, PostgreSQL at {cluster.bindir}"
+    ]
+    try:
+        with cluster.session():
+            baselines, measurements = [], []
+            for run in range(runs):
+                symbols, account_ids = prepare_engine(cluster, instruments_count, accounts)
+                baselines.append(pgbench_tps(cluster, connections, seconds))
+                m = engine_orders(
+                    cluster, symbols, account_ids, connections, batch_size, seconds, seed + run
+                )
+                measurements.append(m)
+                lines.append(
+                    f"run {run + 1}: pgbench {baselines[-1]:.0f} tps; engine"
+                    f" {m.commands_per_second:.0f} commands/s, {m.fills_per_second:.0f} fills/s"
+                    f" (p50 {m.latency_p50_ms:.1f} ms, p99 {m.latency_p99_ms:.1f} ms,"
+                    f" max {m.latency_max_ms:.1f} ms; refused {m.refused},"
+                    f" retries {m.retries} in {m.batches} batches)"
+                )
+            ratios = [
+                m.commands_per_second / b for m, b in zip(measurements, baselines, strict=True)
+            ]
+            lines.append(
+                f"median: pgbench {statistics.median(baselines):.0f} tps; engine"
+                f" {statistics.median(m.commands_per_second for m in measurements):.0f}"
+                f" commands/s, {statistics.median(m.fills_per_second for m in measurements):.0f}"
+                f" fills/s; ratio {statistics.median(ratios):.2f}"
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return "\n".join(lines)

@@ -11,12 +11,15 @@ from typing import TypeVar
 import psycopg
 import sqlalchemy.exc
 
-from app import migrate
+from app import migrate, verify
 from app.db import run_transaction
-from app.ledger import invariants, service
+from app.ledger import service
 from app.ledger.errors import LedgerError
 from app.pgcluster import ClusterError, PostgresNotFound
 from app.runtime import database
+from app.trading import instruments
+from app.trading.commands import Instrument
+from app.trading.errors import TradingError
 
 T = TypeVar("T")
 
@@ -60,9 +63,9 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with database() as urls, psycopg.connect(migrate.libpq_url(urls.admin)) as conn:
-        found = list(invariants.violations(conn))
+        found = list(verify.violations(conn))
     broken = {violation.invariant.name for violation in found}
-    for invariant in invariants.INVARIANTS:
+    for invariant in verify.INVARIANTS:
         status = "FAIL" if invariant.name in broken else "ok"
         print(f"{status:4} {invariant.name}: {invariant.description}")
     if not found:
@@ -119,6 +122,58 @@ def cmd_balances(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_instruments(rows: Sequence[Instrument]) -> None:
+    print(
+        f"{'symbol':<14} {'status':<8} {'tick':>12} {'lot':>12} {'min qty':>12}"
+        f" {'min notional':>14} {'maker':>8} {'taker':>8}"
+    )
+    for i in rows:
+        print(
+            f"{i.symbol:<14} {i.status:<8} {i.tick_size:>12} {i.lot_size:>12}"
+            f" {i.min_quantity:>12} {i.min_notional:>14} {i.maker_fee_rate:>8}"
+            f" {i.taker_fee_rate:>8}"
+        )
+
+
+def cmd_instrument_create(args: argparse.Namespace) -> int:
+    with database() as urls:
+        instrument = _in_transaction(
+            urls.admin,
+            lambda conn: instruments.create_instrument(
+                conn,
+                args.base,
+                args.quote,
+                tick_size=args.tick_size,
+                lot_size=args.lot_size,
+                min_quantity=args.min_quantity,
+                min_notional=args.min_notional,
+                maker_fee_rate=args.maker_fee_rate,
+                taker_fee_rate=args.taker_fee_rate,
+            ),
+        )
+    _print_instruments([instrument])
+    return 0
+
+
+def cmd_instrument_list(args: argparse.Namespace) -> int:
+    with database() as urls:
+        rows = _in_transaction(urls.admin, instruments.list_instruments)
+    _print_instruments(rows)
+    return 0
+
+
+def _cmd_instrument_status(status: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with database() as urls:
+            instrument = _in_transaction(
+                urls.admin, lambda conn: instruments.set_status(conn, args.symbol, status)
+            )
+        print(f"{instrument.symbol} {instrument.status}")
+        return 0
+
+    return run
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -135,6 +190,23 @@ def cmd_bench_ledger(args: argparse.Namespace) -> int:
     from app.bench import bench_ledger
 
     print(bench_ledger(args.connections, args.seconds, args.runs, args.customers, args.seed))
+    return 0
+
+
+def cmd_bench_engine(args: argparse.Namespace) -> int:
+    from app.bench import bench_engine
+
+    print(
+        bench_engine(
+            args.connections,
+            args.batch_size,
+            args.instruments,
+            args.seconds,
+            args.runs,
+            args.accounts,
+            args.seed,
+        )
+    )
     return 0
 
 
@@ -163,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("current", help="print the current revision").set_defaults(handler=cmd_db_current)
 
     commands.add_parser(
-        "verify", help="check every ledger invariant; exit 1 naming the first violation"
+        "verify", help="check every invariant (ledger, trading); exit 1 naming the first violation"
     ).set_defaults(handler=cmd_verify)
 
     asset = commands.add_parser("asset", help="assets").add_subparsers(
@@ -197,6 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     balances.add_argument("--customer", type=int, required=True)
     balances.set_defaults(handler=cmd_balances)
 
+    instrument = commands.add_parser("instrument", help="instruments (markets)").add_subparsers(
+        dest="instrument_command", required=True
+    )
+    instrument_create = instrument.add_parser(
+        "create",
+        help="create BASE-QUOTE; refuses sizes that would make a quantity or notional inexact",
+    )
+    instrument_create.add_argument("base", help="base asset, e.g. BTC")
+    instrument_create.add_argument("quote", help="quote asset, e.g. USD")
+    instrument_create.add_argument("--tick-size", type=_decimal, required=True)
+    instrument_create.add_argument("--lot-size", type=_decimal, required=True)
+    instrument_create.add_argument("--min-quantity", type=_decimal, default=Decimal(0))
+    instrument_create.add_argument("--min-notional", type=_decimal, default=Decimal(0))
+    instrument_create.add_argument("--maker-fee-rate", type=_decimal, default=Decimal(0))
+    instrument_create.add_argument("--taker-fee-rate", type=_decimal, default=Decimal(0))
+    instrument_create.set_defaults(handler=cmd_instrument_create)
+    instrument.add_parser("list", help="list instruments").set_defaults(
+        handler=cmd_instrument_list
+    )
+    for name, status, text in (
+        ("halt", "halted", "stop new orders and amends (cancels go on)"),
+        ("resume", "trading", "accept orders again"),
+    ):
+        change = instrument.add_parser(name, help=text)
+        change.add_argument("symbol")
+        change.set_defaults(handler=_cmd_instrument_status(status))
+
     bench = commands.add_parser(
         "bench", help="benchmarks on a throwaway durable cluster (not tests)"
     ).add_subparsers(dest="bench_command", required=True)
@@ -209,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ledger.add_argument("--customers", type=int, default=64)
     bench_ledger.add_argument("--seed", type=int, default=1)
     bench_ledger.set_defaults(handler=cmd_bench_ledger)
+    bench_engine = bench.add_parser(
+        "engine", help="orders through the matching engine vs a pgbench baseline"
+    )
+    bench_engine.add_argument("--connections", type=int, default=4)
+    bench_engine.add_argument("--batch-size", type=int, default=1)
+    bench_engine.add_argument("--instruments", type=int, choices=range(1, 5), default=1)
+    bench_engine.add_argument("--seconds", type=int, default=10)
+    bench_engine.add_argument("--runs", type=int, default=3)
+    bench_engine.add_argument("--accounts", type=int, default=64)
+    bench_engine.add_argument("--seed", type=int, default=1)
+    bench_engine.set_defaults(handler=cmd_bench_engine)
 
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
@@ -221,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except LedgerError as error:
+    except (LedgerError, TradingError) as error:
         print(f"error [{error.code}]: {error.message}", file=sys.stderr)
     except (PostgresNotFound, ClusterError, migrate.ConfigurationError) as error:
         print(f"error: {error}", file=sys.stderr)

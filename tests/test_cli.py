@@ -14,6 +14,7 @@ import pytest
 
 from app import cli
 from tests.conftest import ScratchDatabase
+from tests.test_migrations import HEAD
 
 Exchange = Callable[..., tuple[int, str, str]]
 
@@ -166,7 +167,7 @@ def test_db_current_prints_the_head_revision(exchange: Exchange) -> None:
     code, out, _ = exchange("db", "current")
 
     assert code == 0
-    assert out.strip() == "0001"
+    assert out.strip() == HEAD
 
 
 def test_non_decimal_amount_is_a_usage_error(

@@ -87,7 +87,8 @@ def test_downgrade_refuses_to_drop_booked_money_unless_allowed(db: ScratchDataba
 
     with pytest.raises(psycopg.Error, match="would destroy them"):
         migrate.downgrade(db.url(), "base")
-    assert migrate.current_revision(db.url()) == HEAD
+    # Each migration is its own transaction: the ones above the ledger's went, the ledger stayed.
+    assert migrate.current_revision(db.url()) == "0001"
     assert ledger_schema_exists(db)
 
     migrate.downgrade(db.url(), "base", allow_data_loss=True)

@@ -147,6 +147,7 @@ APP_ROLE_FUNCTIONS: tuple[str, ...] = (
     "ledger.deposit(bigint, text, numeric, text, text)",
     "ledger.withdraw(bigint, text, numeric, text, text)",
     "ledger.transfer(bigint, bigint, text, numeric, text, text)",
+    "trading.execute(text, jsonb)",
 )
 
 _CONSTRAINT_TYPES = {"check": "c", "foreign key": "f", "primary key": "p", "unique": "u"}
@@ -566,9 +567,11 @@ INVARIANTS: tuple[Invariant, ...] = (
 )
 
 
-def violations(conn: psycopg.Connection) -> Iterator[Violation]:
-    """Yields each broken invariant, in the order of INVARIANTS, with a few example rows."""
-    for invariant in INVARIANTS:
+def violations(
+    conn: psycopg.Connection, invariants: Iterable[Invariant] = INVARIANTS
+) -> Iterator[Violation]:
+    """Yields each broken invariant, in the given order, with a few example rows."""
+    for invariant in invariants:
         rows = conn.execute(f"{invariant.query} LIMIT {VIOLATIONS_SHOWN_MAX}").fetchall()
         if rows:
             yield Violation(invariant, [row[0] for row in rows])

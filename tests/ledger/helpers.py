@@ -10,7 +10,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from app.ledger import invariants, service
+from app import verify
+from app.ledger import service
 from app.ledger.errors import LedgerError
 
 
@@ -38,7 +39,7 @@ def ledger_state(conn: psycopg.Connection) -> LedgerState:
 
 
 def assert_invariants_hold(conn: psycopg.Connection) -> None:
-    found = [(v.invariant.name, v.details) for v in invariants.violations(conn)]
+    found = [(v.invariant.name, v.details) for v in verify.violations(conn)]
     assert found == []
 
 

@@ -1,0 +1,1 @@
+"""The matching engine: instruments, orders and trades (docs/trading.md)."""

@@ -1,0 +1,193 @@
+"""The matching engine's Python side: one database call per batch of commands for an instrument.
+
+`trading.execute` (sql/trading/engine.v1.sql) does the work under the instrument's advisory
+lock. Here: the command and result encoding, the SERIALIZABLE transaction with its retries, and
+taking the lock *before* the transaction's snapshot.
+
+Why the lock is taken first: at SERIALIZABLE the snapshot is fixed by the transaction's first
+statement. If that statement then waited for the instrument's lock, it would read the book as it
+was before the previous holder committed, and every write after the wait would fail with a
+serialization error. So the caller takes a session-level advisory lock on the same key in
+autocommit mode, then runs the transaction (whose function takes the transaction-level lock
+again, at no cost, so that a caller who skipped this step is still serialized), then unlocks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from app.db import run_transaction
+from app.trading.commands import (
+    BATCH_SIZE_MAX,
+    Amend,
+    Cancel,
+    CancelAll,
+    Command,
+    Order,
+    Place,
+    Result,
+    Trade,
+)
+from app.trading.errors import TradingError, translated
+
+ENGINE_ISOLATION = psycopg.IsolationLevel.SERIALIZABLE
+LOCK_NAMESPACE = 1414676804  # 'TRAD'; the same key as trading.lock_instrument
+
+
+def _decimal(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def command_json(command: Command) -> dict[str, Any]:
+    """The JSON form `trading.execute` takes. Decimals travel as strings, never as floats."""
+    if isinstance(command, Place):
+        body: dict[str, Any] = {
+            "op": "place",
+            "account": command.account,
+            "client_order_id": command.client_order_id,
+            "side": command.side,
+            "type": command.type,
+            "quantity": _decimal(command.quantity),
+            "post_only": command.post_only,
+            "self_trade_prevention": command.self_trade_prevention,
+        }
+        if command.price is not None:
+            body["price"] = _decimal(command.price)
+        if command.time_in_force is not None:
+            body["time_in_force"] = command.time_in_force
+        return body
+    if isinstance(command, Cancel):
+        return {
+            "op": "cancel",
+            "account": command.account,
+            "client_order_id": command.client_order_id,
+        }
+    if isinstance(command, Amend):
+        body = {
+            "op": "amend",
+            "account": command.account,
+            "client_order_id": command.client_order_id,
+        }
+        if command.quantity is not None:
+            body["quantity"] = _decimal(command.quantity)
+        if command.price is not None:
+            body["price"] = _decimal(command.price)
+        return body
+    if isinstance(command, CancelAll):
+        return {"op": "cancel_all", "account": command.account}
+    raise TypeError(f"not a command: {command!r}")
+
+
+def _optional_decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def order_from_json(data: dict[str, Any]) -> Order:
+    return Order(
+        account=data["account"],
+        client_order_id=data["client_order_id"],
+        side=data["side"],
+        type=data["type"],
+        price=_optional_decimal(data["price"]),
+        quantity=Decimal(data["quantity"]),
+        filled_quantity=Decimal(data["filled_quantity"]),
+        status=data["status"],
+        reason=data["reason"],
+        time_in_force=data["time_in_force"],
+        post_only=data["post_only"],
+        self_trade_prevention=data["self_trade_prevention"],
+        priority=data["priority"],
+        id=data["id"],
+    )
+
+
+def trade_from_json(data: dict[str, Any]) -> Trade:
+    return Trade(
+        seq=data["seq"],
+        price=Decimal(data["price"]),
+        quantity=Decimal(data["quantity"]),
+        taker_side=data["taker_side"],
+        maker_account=data["maker_account"],
+        maker_client_order_id=data["maker_client_order_id"],
+        taker_account=data["taker_account"],
+        taker_client_order_id=data["taker_client_order_id"],
+        maker_fee=Decimal(data["maker_fee"]),
+        taker_fee=Decimal(data["taker_fee"]),
+        id=data["id"],
+    )
+
+
+def result_from_json(data: dict[str, Any]) -> Result:
+    if "code" in data:
+        return Result(code=data["code"], message=data["message"])
+    return Result(
+        order=order_from_json(data["order"]) if data.get("order") else None,
+        orders=tuple(order_from_json(o) for o in data["orders"]),
+        trades=tuple(trade_from_json(t) for t in data["trades"]),
+        seq=data.get("seq"),
+        replayed=bool(data.get("replayed", False)),
+    )
+
+
+def execute(
+    conn: psycopg.Connection,
+    symbol: str,
+    commands: Sequence[Command],
+    *,
+    on_retry: Callable[[int, Exception], None] | None = None,
+) -> list[Result]:
+    """Apply commands to one instrument, in order, in one durable transaction; one result each.
+
+    A refused command has a `code` and wrote nothing; the others are unaffected. `conn` must be
+    in autocommit mode (the transaction is opened here). Raises TradingError for an unknown
+    instrument or a malformed batch.
+    """
+    if not conn.autocommit:
+        raise ValueError("the engine needs a connection in autocommit mode")
+    if not 1 <= len(commands) <= BATCH_SIZE_MAX:
+        raise TradingError("invalid_batch", f"a batch holds 1 to {BATCH_SIZE_MAX} commands")
+    payload = json.dumps([command_json(command) for command in commands])
+    row = conn.execute(
+        "SELECT id, pg_advisory_lock(%s, id) FROM trading.instrument WHERE symbol = %s",
+        (LOCK_NAMESPACE, symbol),
+    ).fetchone()
+    if row is None:
+        raise TradingError("unknown_instrument", f"unknown instrument {symbol}")
+    instrument_id = row[0]
+    try:
+        results = run_transaction(
+            conn,
+            lambda c: _call(c, symbol, payload),
+            isolation=ENGINE_ISOLATION,
+            on_retry=on_retry,
+        )
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, instrument_id))
+    return [result_from_json(result) for result in results]
+
+
+def _call(conn: psycopg.Connection, symbol: str, payload: str) -> list[dict[str, Any]]:
+    with translated():
+        row = conn.execute("SELECT trading.execute(%s, %s::jsonb)", (symbol, payload)).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def submit(
+    conn: psycopg.Connection,
+    symbol: str,
+    command: Command,
+    *,
+    on_retry: Callable[[int, Exception], None] | None = None,
+) -> Result:
+    """One command in its own transaction. A refused command raises TradingError."""
+    (result,) = execute(conn, symbol, [command], on_retry=on_retry)
+    if result.code is not None:
+        raise TradingError(result.code, result.message)
+    return result

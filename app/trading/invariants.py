@@ -1,0 +1,172 @@
+"""Trading invariants as named queries returning the rows that violate them (`exchange verify`).
+
+The engine keeps these true as it writes; re-checking them on a live database also catches what
+no trigger sees: a disabled trigger, a widened privilege, a hand-edited restore.
+"""
+
+from __future__ import annotations
+
+from app.ledger.invariants import Invariant
+
+# (table in schema trading, trigger, function in schema trading) as sql/trading/integrity.v1.sql
+# defines them.
+TRADING_TRIGGERS: tuple[tuple[str, str, str], ...] = (
+    ("trade", "trade_immutable", "reject_change"),
+    ("trade", "trade_no_truncate", "reject_change"),
+    ("event", "event_immutable", "reject_change"),
+    ("event", "event_no_truncate", "reject_change"),
+    ("orders", "orders_no_delete", "reject_change"),
+    ("orders", "orders_no_truncate", "reject_change"),
+    ("orders", "orders_check_update", "check_order_update"),
+    ("instrument", "instrument_no_delete", "reject_change"),
+    ("instrument", "instrument_no_truncate", "reject_change"),
+    ("instrument", "instrument_parameters_immutable", "check_instrument_update"),
+    ("instrument", "instrument_copy_scales", "instrument_copy_scales"),
+)
+
+_EXPECTED_TRIGGERS = (
+    "(VALUES "
+    + ", ".join(
+        f"('{table}', '{name}', '{function}')" for table, name, function in TRADING_TRIGGERS
+    )
+    + ") AS expected(tbl, name, function)"
+)
+
+# What each open order still reserves, per customer and asset (docs/trading.md, "Holds").
+_RESERVATIONS = """
+        SELECT o.customer_id,
+               CASE o.side WHEN 'buy' THEN i.quote ELSE i.base END AS asset,
+               sum(CASE o.side WHEN 'buy' THEN o.price * (o.quantity - o.filled_quantity)
+                               ELSE o.quantity - o.filled_quantity END) AS reserved
+          FROM trading.orders o JOIN trading.instrument i ON i.id = o.instrument_id
+         WHERE o.status IN ('new', 'partially_filled')
+         GROUP BY 1, 2
+"""
+
+_TRADING_RELATIONS = """
+        SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'trading' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+
+INVARIANTS: tuple[Invariant, ...] = (
+    Invariant(
+        "held_matches_open_orders",
+        "per account and asset, the held balance equals what the account's open orders reserve"
+        " (buy: price x remaining of the quote asset; sell: remaining of the base asset)",
+        f"""
+        SELECT format('account %s %s: held %s, open orders reserve %s',
+                      coalesce(h.customer_id, r.customer_id), coalesce(h.asset, r.asset),
+                      coalesce(h.held, 0), coalesce(r.reserved, 0))
+          FROM (SELECT customer_id, asset, sum(balance) AS held FROM ledger.account
+                 WHERE bucket = 'held' GROUP BY 1, 2) h
+          FULL JOIN ({_RESERVATIONS}) r ON r.customer_id = h.customer_id AND r.asset = h.asset
+         WHERE coalesce(h.held, 0) <> coalesce(r.reserved, 0)
+        """,
+    ),
+    Invariant(
+        "book_not_crossed",
+        "on every instrument the best bid is below the best ask",
+        """
+        SELECT format('%s: best bid %s >= best ask %s', i.symbol, b.price, a.price)
+          FROM trading.instrument i
+          JOIN LATERAL (SELECT max(price) AS price FROM trading.orders
+                         WHERE instrument_id = i.id AND side = 'buy'
+                           AND status IN ('new', 'partially_filled')) b ON true
+          JOIN LATERAL (SELECT min(price) AS price FROM trading.orders
+                         WHERE instrument_id = i.id AND side = 'sell'
+                           AND status IN ('new', 'partially_filled')) a ON true
+         WHERE b.price >= a.price
+        """,
+    ),
+    Invariant(
+        "filled_quantity_matches_trades",
+        "every order's filled quantity is the sum of its trades",
+        """
+        SELECT format('order %s: filled %s, trades sum to %s', o.id, o.filled_quantity,
+                      coalesce(t.total, 0))
+          FROM trading.orders o
+          LEFT JOIN (SELECT order_id, sum(quantity) AS total
+                       FROM (SELECT maker_order_id AS order_id, quantity FROM trading.trade
+                             UNION ALL
+                             SELECT taker_order_id, quantity FROM trading.trade) legs
+                      GROUP BY order_id) t ON t.order_id = o.id
+         WHERE o.filled_quantity <> coalesce(t.total, 0)
+        """,
+    ),
+    Invariant(
+        "trade_settled_by_its_journal",
+        "every trade has a trade journal on its instrument's assets, and every trade journal a"
+        " trade",
+        """
+        SELECT format('trade %s: journal %s is a %s journal', t.id, j.id, j.kind)
+          FROM trading.trade t JOIN ledger.journal j ON j.id = t.journal_id
+         WHERE j.kind <> 'trade'
+        UNION ALL
+        SELECT format('trade journal %s settles no trade', j.id)
+          FROM ledger.journal j
+         WHERE j.kind = 'trade'
+           AND NOT EXISTS (SELECT FROM trading.trade t WHERE t.journal_id = j.id)
+        """,
+    ),
+    Invariant(
+        "event_sequence_gap_free",
+        "each instrument's events are numbered 1, 2, ... up to its seq, without a gap",
+        """
+        SELECT format('%s: seq %s, %s events numbered up to %s', i.symbol, i.seq,
+                      count(e.seq), coalesce(max(e.seq), 0))
+          FROM trading.instrument i LEFT JOIN trading.event e ON e.instrument_id = i.id
+         GROUP BY i.id, i.symbol, i.seq
+        HAVING count(e.seq) <> i.seq OR coalesce(max(e.seq), 0) <> i.seq
+        """,
+    ),
+    Invariant(
+        "trading_triggers_enabled",
+        "the triggers that guard trading history exist, call their functions and fire in every"
+        " session",
+        f"""
+        SELECT format('trigger %s on trading.%s %s', expected.name, expected.tbl,
+                      CASE WHEN t.oid IS NULL THEN 'is missing'
+                           WHEN t.tgenabled NOT IN ('O', 'A') THEN 'is not enabled'
+                           ELSE format('calls %s', t.tgfoid::regprocedure) END)
+          FROM {_EXPECTED_TRIGGERS}
+          LEFT JOIN pg_trigger t
+            ON t.tgrelid = to_regclass(format('trading.%I', expected.tbl))
+           AND t.tgname = expected.name
+         WHERE t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A')
+            OR t.tgfoid IS DISTINCT FROM to_regprocedure(format('trading.%I()', expected.function))
+        """,
+    ),
+    Invariant(
+        "app_role_cannot_write_trading",
+        "exchange_app cannot write any trading table, use its sequences or create objects in"
+        " schema trading",
+        f"""
+        SELECT format('exchange_app can %s %s', p.privilege, r.name)
+          FROM ({_TRADING_RELATIONS}) r
+         CROSS JOIN (VALUES ('INSERT'), ('UPDATE')) AS p(privilege)
+         WHERE has_any_column_privilege('exchange_app', r.oid, p.privilege)
+        UNION ALL
+        SELECT format('exchange_app can %s %s', p.privilege, r.name)
+          FROM ({_TRADING_RELATIONS}) r
+         CROSS JOIN (VALUES ('DELETE'), ('TRUNCATE'), ('TRIGGER')) AS p(privilege)
+         WHERE has_table_privilege('exchange_app', r.oid, p.privilege)
+        UNION ALL
+        SELECT format('exchange_app can %s sequence %I.%I', p.privilege, n.nspname, c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         CROSS JOIN (VALUES ('USAGE'), ('UPDATE')) AS p(privilege)
+         WHERE n.nspname = 'trading' AND c.relkind = 'S'
+           AND has_sequence_privilege('exchange_app', c.oid, p.privilege)
+        UNION ALL
+        SELECT 'exchange_app can CREATE in schema trading'
+          FROM pg_namespace n
+         WHERE n.nspname = 'trading' AND has_schema_privilege('exchange_app', n.oid, 'CREATE')
+        UNION ALL
+        SELECT format('exchange_app can execute %s', p.oid::regprocedure)
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'trading'
+           AND has_function_privilege('exchange_app', p.oid, 'EXECUTE')
+           AND p.oid <> 'trading.execute(text, jsonb)'::regprocedure
+        """,
+    ),
+)

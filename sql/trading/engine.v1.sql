@@ -1,0 +1,779 @@
+-- The matching engine: trading.execute(symbol, commands) applies a batch of commands to one
+-- instrument under its advisory lock. The rules are specified in docs/trading.md and mirrored by
+-- app/trading/model.py. Nothing here reads the clock or random numbers to decide anything.
+--
+-- Only trading.execute is SECURITY DEFINER; it sets search_path, and the helpers it calls run
+-- under that setting. The helpers set none of their own: a SET clause would stop PostgreSQL from
+-- inlining the small SQL ones and costs a configuration save and restore on every call.
+--
+-- Error codes (SQLSTATE class EY; insufficient funds is the ledger's EX002):
+--   EY001 unknown_instrument        EY002 instrument_halted       EY003 invalid_tick_size
+--   EY004 invalid_lot_size          EY005 below_min_quantity      EY006 below_min_notional
+--   EY007 duplicate_client_order_id EY008 unknown_order           EY009 order_not_open
+--   EY010 invalid_order             EY011 invalid_instrument      EY012 trading_immutable
+--   EY013 instrument_exists         EY014 invalid_quantity        EY015 post_only_would_take
+--   EY016 unknown_account           EY017 invalid_batch
+-- EZ001 is internal: it undoes a fill-or-kill order that could not fill completely.
+
+CREATE FUNCTION trading.error_code(p_sqlstate text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_sqlstate
+        WHEN 'EY001' THEN 'unknown_instrument'
+        WHEN 'EY002' THEN 'instrument_halted'
+        WHEN 'EY003' THEN 'invalid_tick_size'
+        WHEN 'EY004' THEN 'invalid_lot_size'
+        WHEN 'EY005' THEN 'below_min_quantity'
+        WHEN 'EY006' THEN 'below_min_notional'
+        WHEN 'EY007' THEN 'duplicate_client_order_id'
+        WHEN 'EY008' THEN 'unknown_order'
+        WHEN 'EY009' THEN 'order_not_open'
+        WHEN 'EY010' THEN 'invalid_order'
+        WHEN 'EY011' THEN 'invalid_instrument'
+        WHEN 'EY012' THEN 'trading_immutable'
+        WHEN 'EY013' THEN 'instrument_exists'
+        WHEN 'EY014' THEN 'invalid_quantity'
+        WHEN 'EY015' THEN 'post_only_would_take'
+        WHEN 'EY016' THEN 'unknown_account'
+        WHEN 'EY017' THEN 'invalid_batch'
+        WHEN 'EX002' THEN 'insufficient_funds'
+        WHEN '23505' THEN 'duplicate_client_order_id'
+        ELSE 'rejected'
+    END;
+$$;
+
+-- A decimal field of a command: NULL when absent; a malformed value is an invalid order, never
+-- a cast error that would abort the whole batch.
+CREATE FUNCTION trading.decimal_field(p_command jsonb, p_key text) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_text text := p_command ->> p_key;
+BEGIN
+    IF v_text IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF v_text !~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN
+        RAISE EXCEPTION '% must be a decimal number, got %', p_key, left(v_text, 40)
+            USING ERRCODE = 'EY010';
+    END IF;
+    RETURN v_text::numeric;
+END
+$$;
+
+CREATE FUNCTION trading.bigint_field(p_command jsonb, p_key text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_text text := p_command ->> p_key;
+BEGIN
+    IF v_text IS NULL OR v_text !~ '^[0-9]{1,18}$' THEN
+        RAISE EXCEPTION '% must be a positive integer, got %', p_key, coalesce(left(v_text, 40), 'nothing')
+            USING ERRCODE = 'EY010';
+    END IF;
+    RETURN v_text::bigint;
+END
+$$;
+
+CREATE FUNCTION trading.order_json(o trading.orders) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', o.id, 'account', o.customer_id, 'client_order_id', o.client_order_id,
+        'side', o.side, 'type', o.type, 'price', o.price::text, 'quantity', o.quantity::text,
+        'filled_quantity', o.filled_quantity::text, 'status', o.status, 'reason', o.reason,
+        'time_in_force', o.time_in_force, 'post_only', o.post_only,
+        'self_trade_prevention', o.self_trade_prevention, 'priority', o.priority,
+        'created_at', o.created_at, 'updated_at', o.updated_at);
+$$;
+
+-- PL/pgSQL rather than SQL: PostgreSQL plans a SQL function's query on every call unless it can
+-- inline it, while PL/pgSQL keeps the plan.
+CREATE FUNCTION trading.trades_json(p_trade_ids bigint[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', t.id, 'seq', t.seq, 'price', t.price::text, 'quantity', t.quantity::text,
+                   'taker_side', t.taker_side,
+                   'maker_account', m.customer_id, 'maker_client_order_id', m.client_order_id,
+                   'taker_account', k.customer_id, 'taker_client_order_id', k.client_order_id,
+                   'maker_fee', t.maker_fee::text, 'taker_fee', t.taker_fee::text,
+                   'created_at', t.created_at)
+                   ORDER BY t.seq, t.match_number), '[]')
+          FROM trading.trade t
+          JOIN trading.orders m ON m.id = t.maker_order_id
+          JOIN trading.orders k ON k.id = t.taker_order_id
+         WHERE t.id = ANY (p_trade_ids));
+END
+$$;
+
+-- Posts one journal. The ledger's triggers check it (balances, zero sum, scale); legs of zero
+-- are left out and legs are written in account order, so journals lock accounts in one order.
+CREATE FUNCTION trading.post(
+    p_kind text, p_reference text, p_account_ids bigint[], p_assets text[], p_amounts numeric[]
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_journal_id bigint;
+BEGIN
+    INSERT INTO ledger.journal (kind, reference) VALUES (p_kind, p_reference)
+    RETURNING id INTO v_journal_id;
+    INSERT INTO ledger.entry (journal_id, account_id, asset, amount)
+    SELECT v_journal_id, l.account_id, l.asset, l.amount
+      FROM unnest(p_account_ids, p_assets, p_amounts) AS l(account_id, asset, amount)
+     WHERE l.amount <> 0
+     ORDER BY l.account_id;
+    RETURN v_journal_id;
+END
+$$;
+
+-- Holds (available → held) or releases (held → available) an amount of a customer's asset.
+CREATE FUNCTION trading.move_hold(
+    p_kind text, p_order_id bigint, p_customer_id bigint, p_asset text, p_amount numeric
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sign integer := CASE p_kind WHEN 'hold' THEN 1 ELSE -1 END;
+BEGIN
+    IF p_amount = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM trading.post(
+        p_kind, 'order/' || p_order_id,
+        ARRAY[ledger.account_id(p_customer_id, p_asset, 'available'),
+              ledger.account_id(p_customer_id, p_asset, 'held')],
+        ARRAY[p_asset, p_asset],
+        ARRAY[-v_sign * p_amount, v_sign * p_amount]);
+END
+$$;
+
+-- What an order reserves for a remaining quantity: a limit buy price × remaining of the quote
+-- asset, a sell the remaining base; a market buy holds nothing (it pays from available).
+CREATE FUNCTION trading.reservation(i trading.instrument, o trading.orders, p_remaining numeric)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN o.side = 'sell' THEN round(p_remaining, i.base_scale)
+        WHEN o.type = 'limit' THEN round(o.price * p_remaining, i.quote_scale)
+        ELSE 0
+    END;
+$$;
+
+CREATE FUNCTION trading.reserved_asset(i trading.instrument, p_side text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_side WHEN 'sell' THEN i.base ELSE i.quote END;
+$$;
+
+CREATE FUNCTION trading.release(i trading.instrument, o trading.orders, p_quantity numeric)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM trading.move_hold('release', o.id, o.customer_id, trading.reserved_asset(i, o.side),
+                              trading.reservation(i, o, p_quantity));
+END
+$$;
+
+-- Cancels a resting order and releases what it still reserves.
+CREATE FUNCTION trading.cancel_open(i trading.instrument, o trading.orders, p_reason text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE trading.orders SET status = 'canceled', reason = p_reason, updated_at = now()
+     WHERE id = o.id;
+    PERFORM trading.release(i, o, o.quantity - o.filled_quantity);
+END
+$$;
+
+-- Fees are taken from what a side receives, rounded up to the asset's scale.
+CREATE FUNCTION trading.fee(p_received numeric, p_rate numeric, p_scale smallint) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT round(ceil(p_received * p_rate * 10::numeric ^ p_scale) / 10::numeric ^ p_scale, p_scale);
+$$;
+
+-- A customer's account ids for (asset, bucket) pairs, in the order asked, created on first use.
+CREATE FUNCTION trading.customer_accounts(p_customer_id bigint, p_assets text[], p_buckets text[])
+RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(a.id ORDER BY l.ord) INTO v_ids
+      FROM unnest(p_assets, p_buckets) WITH ORDINALITY AS l(asset, bucket, ord)
+      JOIN ledger.account a
+        ON a.customer_id = p_customer_id AND a.asset = l.asset AND a.bucket = l.bucket
+       AND a.label = '';
+    IF coalesce(cardinality(v_ids), 0) < cardinality(p_assets) THEN
+        SELECT array_agg(ledger.account_id(p_customer_id, l.asset, l.bucket) ORDER BY l.ord)
+          INTO v_ids
+          FROM unnest(p_assets, p_buckets) WITH ORDINALITY AS l(asset, bucket, ord);
+    END IF;
+    RETURN v_ids;
+END
+$$;
+
+-- Settles one fill of q at the maker's price in one journal. The maker pays from its hold; the
+-- taker pays from available (its hold and the hold's immediate settlement are netted: a taker
+-- only holds what is left to rest). The seller's base goes to the buyer; each side's fee comes
+-- out of what it receives and goes to the instrument's fee accounts.
+CREATE FUNCTION trading.settle(
+    i trading.instrument, t trading.orders, m trading.orders, q numeric, p_reference text,
+    OUT journal_id bigint, OUT maker_fee numeric, OUT taker_fee numeric
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_notional numeric := round(m.price * q, i.quote_scale);
+    v_quantity numeric := round(q, i.base_scale);
+    v_buyer_fee numeric;
+    v_seller_fee numeric;
+    v_buyer bigint[];  -- the account paying quote, the account receiving base
+    v_seller bigint[];  -- the account giving base, the account receiving quote
+    v_fees bigint[];  -- quote, base
+BEGIN
+    IF t.side = 'buy' THEN
+        v_buyer_fee := trading.fee(v_quantity, i.taker_fee_rate, i.base_scale);
+        v_seller_fee := trading.fee(v_notional, i.maker_fee_rate, i.quote_scale);
+        maker_fee := v_seller_fee;
+        taker_fee := v_buyer_fee;
+        v_buyer := trading.customer_accounts(
+            t.customer_id, ARRAY[i.quote, i.base], ARRAY['available', 'available']);
+        v_seller := trading.customer_accounts(
+            m.customer_id, ARRAY[i.base, i.quote], ARRAY['held', 'available']);
+    ELSE
+        v_buyer_fee := trading.fee(v_quantity, i.maker_fee_rate, i.base_scale);
+        v_seller_fee := trading.fee(v_notional, i.taker_fee_rate, i.quote_scale);
+        maker_fee := v_buyer_fee;
+        taker_fee := v_seller_fee;
+        v_buyer := trading.customer_accounts(
+            m.customer_id, ARRAY[i.quote, i.base], ARRAY['held', 'available']);
+        v_seller := trading.customer_accounts(
+            t.customer_id, ARRAY[i.base, i.quote], ARRAY['available', 'available']);
+    END IF;
+    SELECT array_agg(a.id ORDER BY a.asset = i.base) INTO v_fees
+      FROM ledger.account a
+     WHERE a.customer_id IS NULL AND a.asset IN (i.quote, i.base) AND a.bucket = 'fee'
+       AND a.label = i.symbol;
+    journal_id := trading.post(
+        'trade', p_reference,
+        ARRAY[v_buyer[1], v_seller[2], v_fees[1], v_seller[1], v_buyer[2], v_fees[2]],
+        ARRAY[i.quote, i.quote, i.quote, i.base, i.base, i.base],
+        ARRAY[-v_notional, v_notional - v_seller_fee, v_seller_fee,
+              -v_quantity, v_quantity - v_buyer_fee, v_buyer_fee]);
+END
+$$;
+
+-- The best order on the side a taker of p_side trades against, or NULL.
+CREATE FUNCTION trading.best_opposite(p_instrument_id integer, p_side text) RETURNS trading.orders
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m trading.orders;
+BEGIN
+    IF p_side = 'buy' THEN
+        SELECT * INTO m FROM trading.orders
+         WHERE instrument_id = p_instrument_id AND side = 'sell'
+           AND status IN ('new', 'partially_filled')
+         ORDER BY price, priority LIMIT 1;
+    ELSE
+        SELECT * INTO m FROM trading.orders
+         WHERE instrument_id = p_instrument_id AND side = 'buy'
+           AND status IN ('new', 'partially_filled')
+         ORDER BY price DESC, priority LIMIT 1;
+    END IF;
+    RETURN m;
+END
+$$;
+
+CREATE FUNCTION trading.crosses(t trading.orders, m trading.orders) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT m.id IS NOT NULL AND (
+        t.type = 'market'
+        OR (t.side = 'buy' AND m.price <= t.price)
+        OR (t.side = 'sell' AND m.price >= t.price));
+$$;
+
+-- Matches a taker against the book and writes its final state: t is a new order not yet stored
+-- (p_stored false) or a stored order that lost its priority. The taker holds nothing while it
+-- takes (its fills pay from available, which the caller checked covers the whole order); what
+-- is left to rest is held at the end.
+-- Returns the ids of every order it changed. A fill-or-kill order that cannot fill completely
+-- raises EZ001 for the caller to undo everything.
+CREATE FUNCTION trading.take(
+    i trading.instrument, t trading.orders, p_seq bigint, p_stored boolean
+) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    m trading.orders;
+    v_changed bigint[] := ARRAY[t.id];
+    v_remaining numeric;
+    v_maker_remaining numeric;
+    v_quantity numeric;
+    v_taker_canceled boolean := false;
+    v_match integer := 0;
+    v_fill record;
+    v_maker_ids bigint[] := '{}';
+    v_prices numeric[] := '{}';
+    v_quantities numeric[] := '{}';
+    v_maker_fees numeric[] := '{}';
+    v_taker_fees numeric[] := '{}';
+    v_journal_ids bigint[] := '{}';
+BEGIN
+    -- Each pass fills or cancels a resting order, or ends the walk: at most one pass per order.
+    LOOP
+        v_remaining := t.quantity - t.filled_quantity;
+        EXIT WHEN v_remaining = 0;
+        m := trading.best_opposite(i.id, t.side);
+        EXIT WHEN NOT trading.crosses(t, m);
+        v_maker_remaining := m.quantity - m.filled_quantity;
+        IF m.customer_id = t.customer_id AND t.self_trade_prevention = 'cancel_newest' THEN
+            v_taker_canceled := true;
+            EXIT;
+        END IF;
+        v_changed := v_changed || m.id;
+        IF m.customer_id = t.customer_id THEN
+            CASE t.self_trade_prevention
+                WHEN 'cancel_oldest' THEN
+                    PERFORM trading.cancel_open(i, m, 'self_trade_prevention');
+                WHEN 'cancel_both' THEN
+                    PERFORM trading.cancel_open(i, m, 'self_trade_prevention');
+                    v_taker_canceled := true;
+                    EXIT;
+                ELSE  -- decrement both by the smaller remaining; an order left with nothing is canceled
+                    v_quantity := least(v_remaining, v_maker_remaining);
+                    IF v_maker_remaining = v_quantity THEN
+                        PERFORM trading.cancel_open(i, m, 'self_trade_prevention');
+                    ELSE
+                        UPDATE trading.orders SET quantity = quantity - v_quantity, updated_at = now()
+                         WHERE id = m.id;
+                        PERFORM trading.release(i, m, v_quantity);
+                    END IF;
+                    IF v_remaining = v_quantity THEN
+                        v_taker_canceled := true;
+                        EXIT;
+                    END IF;
+                    t.quantity := t.quantity - v_quantity;
+            END CASE;
+        ELSE
+            v_quantity := least(v_remaining, v_maker_remaining);
+            v_match := v_match + 1;
+            SELECT * INTO v_fill
+              FROM trading.settle(i, t, m, v_quantity,
+                                  'trade/' || i.symbol || '/' || p_seq || '/' || v_match);
+            UPDATE trading.orders
+               SET filled_quantity = filled_quantity + v_quantity,
+                   status = CASE WHEN v_quantity = v_maker_remaining THEN 'filled'
+                                 ELSE 'partially_filled' END,
+                   updated_at = now()
+             WHERE id = m.id;
+            t.filled_quantity := t.filled_quantity + v_quantity;
+            v_maker_ids := v_maker_ids || m.id;
+            v_prices := v_prices || m.price;
+            v_quantities := v_quantities || v_quantity;
+            v_maker_fees := v_maker_fees || v_fill.maker_fee;
+            v_taker_fees := v_taker_fees || v_fill.taker_fee;
+            v_journal_ids := v_journal_ids || v_fill.journal_id;
+        END IF;
+    END LOOP;
+
+    v_remaining := t.quantity - t.filled_quantity;
+    IF t.time_in_force = 'FOK'
+       AND NOT (v_remaining = 0 AND NOT v_taker_canceled AND t.quantity = t.requested_quantity) THEN
+        RAISE EXCEPTION 'fill-or-kill order cannot fill completely' USING ERRCODE = 'EZ001';
+    END IF;
+    IF v_taker_canceled THEN
+        t.status := 'canceled';
+        t.reason := 'self_trade_prevention';
+    ELSIF v_remaining = 0 THEN
+        t.status := 'filled';
+        t.reason := NULL;
+    ELSIF t.time_in_force <> 'GTC' THEN
+        t.status := 'expired';
+        t.reason := 'unfilled_remainder';
+    ELSE
+        t.status := CASE WHEN t.filled_quantity = 0 THEN 'new' ELSE 'partially_filled' END;
+        t.reason := NULL;
+    END IF;
+    IF t.status IN ('new', 'partially_filled') THEN
+        PERFORM trading.move_hold('hold', t.id, t.customer_id, trading.reserved_asset(i, t.side),
+                                  trading.reservation(i, t, v_remaining));
+    END IF;
+
+    IF p_stored THEN
+        UPDATE trading.orders
+           SET quantity = t.quantity, filled_quantity = t.filled_quantity, status = t.status,
+               reason = t.reason, price = t.price, priority = t.priority, updated_at = now()
+         WHERE id = t.id;
+    ELSE
+        INSERT INTO trading.orders
+        OVERRIDING SYSTEM VALUE
+        SELECT (t).*;
+    END IF;
+    INSERT INTO trading.trade (
+        instrument_id, seq, match_number, maker_order_id, taker_order_id, taker_side,
+        price, quantity, maker_fee, taker_fee, journal_id)
+    SELECT i.id, p_seq, f.match_number, f.maker_order_id, t.id, t.side,
+           f.price, f.quantity, f.maker_fee, f.taker_fee, f.journal_id
+      FROM unnest(v_maker_ids, v_prices, v_quantities, v_maker_fees, v_taker_fees, v_journal_ids)
+           WITH ORDINALITY
+           AS f(maker_order_id, price, quantity, maker_fee, taker_fee, journal_id, match_number);
+    RETURN v_changed;
+END
+$$;
+
+-- Writes the command's event and returns its result: the order, every order it changed and
+-- its trades.
+CREATE FUNCTION trading.finish(
+    i trading.instrument, p_seq bigint, p_command jsonb, p_order_id bigint, p_changed bigint[]
+) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_orders jsonb;
+    v_trades jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(trading.order_json(o)
+                              ORDER BY o.customer_id, o.client_order_id COLLATE "C"), '[]')
+      INTO v_orders
+      FROM trading.orders o
+     WHERE o.id = ANY (p_changed);
+    v_trades := trading.trades_json(ARRAY(
+        SELECT id FROM trading.trade WHERE instrument_id = i.id AND seq = p_seq));
+    INSERT INTO trading.event (instrument_id, seq, kind, payload)
+    VALUES (i.id, p_seq, p_command ->> 'op',
+            jsonb_build_object('command', p_command, 'orders', v_orders, 'trades', v_trades));
+    RETURN jsonb_build_object(
+        'seq', p_seq,
+        'order', (SELECT trading.order_json(o) FROM trading.orders o WHERE o.id = p_order_id),
+        'orders', v_orders,
+        'trades', v_trades);
+END
+$$;
+
+CREATE FUNCTION trading.unchanged(o trading.orders, p_replayed boolean) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'order', trading.order_json(o),
+        'orders', CASE WHEN p_replayed THEN jsonb_build_array(trading.order_json(o)) ELSE '[]' END,
+        'trades', CASE WHEN p_replayed
+                       THEN trading.trades_json(ARRAY(
+                           SELECT id FROM trading.trade WHERE maker_order_id = o.id
+                           UNION ALL
+                           SELECT id FROM trading.trade WHERE taker_order_id = o.id))
+                       ELSE '[]' END,
+        'replayed', p_replayed);
+$$;
+
+-- Validation shared by placement and amend (docs/trading.md, steps 6 to 9).
+CREATE FUNCTION trading.check_price_quantity(
+    i trading.instrument, p_type text, p_price numeric, p_quantity numeric
+) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_type = 'limit' AND NOT coalesce(
+            p_price > 0 AND p_price < 1e15 AND mod(p_price, i.tick_size) = 0, false) THEN
+        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^15)',
+            p_price, i.tick_size
+            USING ERRCODE = 'EY003';
+    END IF;
+    IF NOT coalesce(p_quantity > 0 AND p_quantity < 1e15 AND mod(p_quantity, i.lot_size) = 0, false) THEN
+        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^15)',
+            coalesce(p_quantity::text, 'null'), i.lot_size
+            USING ERRCODE = 'EY004';
+    END IF;
+    IF p_quantity < i.min_quantity THEN
+        RAISE EXCEPTION 'quantity % is below the minimum quantity %', p_quantity, i.min_quantity
+            USING ERRCODE = 'EY005';
+    END IF;
+    IF p_type = 'limit' AND p_price * p_quantity < i.min_notional THEN
+        RAISE EXCEPTION 'notional % is below the minimum notional %',
+            p_price * p_quantity, i.min_notional
+            USING ERRCODE = 'EY006';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION trading.check_available(p_customer_id bigint, p_asset text, p_amount numeric)
+RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_available numeric;
+BEGIN
+    SELECT balance INTO v_available FROM ledger.account
+     WHERE customer_id = p_customer_id AND asset = p_asset AND bucket = 'available' AND label = '';
+    IF coalesce(v_available, 0) < p_amount THEN
+        RAISE EXCEPTION 'insufficient funds: account % has % % available, the order needs %',
+            p_customer_id, coalesce(v_available, 0), p_asset, p_amount
+            USING ERRCODE = 'EX002';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION trading.place(i trading.instrument, p_seq bigint, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders;
+    v_existing trading.orders;
+    v_changed bigint[];
+    v_customer_id bigint := trading.bigint_field(c, 'account');
+    v_client_order_id text := c ->> 'client_order_id';
+    v_side text := c ->> 'side';
+    v_type text := c ->> 'type';
+    v_price numeric := trading.decimal_field(c, 'price');
+    v_quantity numeric := trading.decimal_field(c, 'quantity');
+    v_time_in_force text := coalesce(
+        c ->> 'time_in_force', CASE WHEN c ->> 'type' = 'market' THEN 'IOC' ELSE 'GTC' END);
+    v_post_only boolean := coalesce(c -> 'post_only' = 'true'::jsonb, false);
+    v_self_trade_prevention text := coalesce(c ->> 'self_trade_prevention', 'cancel_newest');
+    v_reserved numeric;
+BEGIN
+    IF v_client_order_id IS NULL OR v_client_order_id !~ '^[!-~]{1,64}$' THEN
+        RAISE EXCEPTION 'client_order_id must be 1 to 64 printable ASCII characters'
+            USING ERRCODE = 'EY010';
+    END IF;
+    SELECT * INTO v_existing FROM trading.orders
+     WHERE customer_id = v_customer_id AND client_order_id = v_client_order_id;
+    IF FOUND THEN
+        IF (v_existing.instrument_id, v_existing.side, v_existing.type, v_existing.requested_quantity,
+            v_existing.time_in_force, v_existing.post_only, v_existing.self_trade_prevention)
+           IS NOT DISTINCT FROM
+           (i.id, v_side, v_type, v_quantity, v_time_in_force, v_post_only, v_self_trade_prevention)
+           AND v_existing.requested_price IS NOT DISTINCT FROM v_price THEN
+            RETURN trading.unchanged(v_existing, true);
+        END IF;
+        RAISE EXCEPTION 'account % already has an order % with client_order_id % and other parameters',
+            v_customer_id, v_existing.id, v_client_order_id
+            USING ERRCODE = 'EY007';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ledger.customer WHERE id = v_customer_id) THEN
+        RAISE EXCEPTION 'unknown account %', v_customer_id USING ERRCODE = 'EY016';
+    END IF;
+    IF i.status = 'halted' THEN
+        RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
+            USING ERRCODE = 'EY002';
+    END IF;
+    IF v_side IS NULL OR v_side NOT IN ('buy', 'sell')
+       OR v_type IS NULL OR v_type NOT IN ('limit', 'market')
+       OR v_time_in_force NOT IN ('GTC', 'IOC', 'FOK')
+       OR v_self_trade_prevention NOT IN ('cancel_newest', 'cancel_oldest', 'cancel_both', 'decrement')
+       OR (v_type = 'limit') <> (v_price IS NOT NULL)
+       OR (v_type = 'market' AND (v_time_in_force = 'GTC' OR v_post_only))
+       OR (v_post_only AND v_time_in_force <> 'GTC') THEN
+        RAISE EXCEPTION 'invalid order: side buy|sell, type limit (with a price) or market (IOC or '
+            'FOK, without a price), time_in_force GTC|IOC|FOK, post_only only for GTC limit orders, '
+            'self_trade_prevention cancel_newest|cancel_oldest|cancel_both|decrement'
+            USING ERRCODE = 'EY010';
+    END IF;
+    PERFORM trading.check_price_quantity(i, v_type, v_price, v_quantity);
+
+    o := ROW(
+        nextval(pg_get_serial_sequence('trading.orders', 'id')), i.id, v_customer_id,
+        v_client_order_id, v_side, v_type, v_price, v_quantity, 0, 'new', NULL, v_time_in_force,
+        v_post_only, v_self_trade_prevention, v_price, v_quantity, p_seq, now(), now());
+    v_reserved := trading.reservation(i, o, v_quantity);
+    IF v_reserved > 0 THEN
+        PERFORM trading.check_available(v_customer_id, trading.reserved_asset(i, v_side), v_reserved);
+    END IF;
+
+    IF v_post_only AND trading.crosses(o, trading.best_opposite(i.id, v_side)) THEN
+        o.status := 'rejected';
+        o.reason := 'post_only_would_take';
+        INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
+        RETURN trading.finish(i, p_seq, c, o.id, ARRAY[o.id]);
+    END IF;
+
+    IF v_time_in_force <> 'FOK' THEN
+        v_changed := trading.take(i, o, p_seq, false);
+    ELSE
+        BEGIN
+            v_changed := trading.take(i, o, p_seq, false);
+        EXCEPTION WHEN SQLSTATE 'EZ001' THEN
+            -- Fill-or-kill: everything the walk did is undone; the order is recorded as expired.
+            o.status := 'expired';
+            o.reason := 'fok_not_filled';
+            INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
+            v_changed := ARRAY[o.id];
+        END;
+    END IF;
+    RETURN trading.finish(i, p_seq, c, o.id, v_changed);
+END
+$$;
+
+-- The order a cancel or amend names: by order_id or client_order_id, of this account, on this
+-- instrument.
+CREATE FUNCTION trading.named_order(i trading.instrument, c jsonb) RETURNS trading.orders
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    o trading.orders;
+    v_customer_id bigint := trading.bigint_field(c, 'account');
+BEGIN
+    IF c ? 'order_id' THEN
+        SELECT * INTO o FROM trading.orders
+         WHERE id = trading.bigint_field(c, 'order_id') AND customer_id = v_customer_id;
+    ELSE
+        SELECT * INTO o FROM trading.orders
+         WHERE customer_id = v_customer_id AND client_order_id = c ->> 'client_order_id';
+    END IF;
+    IF NOT FOUND OR o.instrument_id <> i.id THEN
+        RAISE EXCEPTION 'account % has no such order on %', v_customer_id, i.symbol
+            USING ERRCODE = 'EY008';
+    END IF;
+    RETURN o;
+END
+$$;
+
+CREATE FUNCTION trading.cancel(i trading.instrument, p_seq bigint, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders := trading.named_order(i, c);
+BEGIN
+    IF o.status = 'canceled' THEN
+        RETURN trading.unchanged(o, false);
+    END IF;
+    IF o.status NOT IN ('new', 'partially_filled') THEN
+        RAISE EXCEPTION 'order % is %, not open', o.id, o.status USING ERRCODE = 'EY009';
+    END IF;
+    PERFORM trading.cancel_open(i, o, 'canceled_by_owner');
+    RETURN trading.finish(i, p_seq, c, o.id, ARRAY[o.id]);
+END
+$$;
+
+CREATE FUNCTION trading.cancel_all(i trading.instrument, p_seq bigint, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders;
+    v_customer_id bigint := trading.bigint_field(c, 'account');
+    v_changed bigint[] := '{}';
+BEGIN
+    FOR o IN
+        SELECT * FROM trading.orders
+         WHERE customer_id = v_customer_id AND instrument_id = i.id
+           AND status IN ('new', 'partially_filled')
+         ORDER BY priority
+    LOOP
+        PERFORM trading.cancel_open(i, o, 'canceled_by_cancel_all');
+        v_changed := v_changed || o.id;
+    END LOOP;
+    IF cardinality(v_changed) = 0 THEN
+        RETURN jsonb_build_object('order', NULL, 'orders', '[]'::jsonb, 'trades', '[]'::jsonb);
+    END IF;
+    RETURN trading.finish(i, p_seq, c, NULL, v_changed);
+END
+$$;
+
+CREATE FUNCTION trading.amend(i trading.instrument, p_seq bigint, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders := trading.named_order(i, c);
+    v_price numeric := coalesce(trading.decimal_field(c, 'price'), o.price);
+    v_quantity numeric := coalesce(trading.decimal_field(c, 'quantity'), o.quantity);
+    v_reserved_before numeric;
+    v_reserved_after numeric;
+    v_asset text := trading.reserved_asset(i, o.side);
+BEGIN
+    IF o.status NOT IN ('new', 'partially_filled') THEN
+        RAISE EXCEPTION 'order % is %, not open', o.id, o.status USING ERRCODE = 'EY009';
+    END IF;
+    IF i.status = 'halted' THEN
+        RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
+            USING ERRCODE = 'EY002';
+    END IF;
+    IF NOT coalesce(v_price > 0 AND v_price < 1e15 AND mod(v_price, i.tick_size) = 0, false) THEN
+        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^15)',
+            v_price, i.tick_size
+            USING ERRCODE = 'EY003';
+    END IF;
+    IF NOT coalesce(v_quantity > 0 AND v_quantity < 1e15 AND mod(v_quantity, i.lot_size) = 0, false) THEN
+        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^15)',
+            v_quantity, i.lot_size
+            USING ERRCODE = 'EY004';
+    END IF;
+    IF v_quantity <= o.filled_quantity THEN
+        RAISE EXCEPTION 'quantity % must exceed the % already filled', v_quantity, o.filled_quantity
+            USING ERRCODE = 'EY014';
+    END IF;
+    PERFORM trading.check_price_quantity(i, o.type, v_price, v_quantity);
+
+    IF v_price = o.price AND v_quantity = o.quantity THEN
+        RETURN trading.unchanged(o, false);
+    END IF;
+    IF v_price = o.price AND v_quantity < o.quantity THEN
+        -- Less of the same keeps its place in the queue.
+        UPDATE trading.orders SET quantity = v_quantity, updated_at = now() WHERE id = o.id;
+        PERFORM trading.release(i, o, o.quantity - v_quantity);
+        RETURN trading.finish(i, p_seq, c, o.id, ARRAY[o.id]);
+    END IF;
+
+    v_reserved_before := trading.reservation(i, o, o.quantity - o.filled_quantity);
+    o.price := v_price;
+    o.quantity := v_quantity;
+    o.priority := p_seq;
+    IF o.post_only AND trading.crosses(o, trading.best_opposite(i.id, o.side)) THEN
+        RAISE EXCEPTION 'post-only order % would take liquidity at %', o.id, v_price
+            USING ERRCODE = 'EY015';
+    END IF;
+    v_reserved_after := trading.reservation(i, o, o.quantity - o.filled_quantity);
+    IF v_reserved_after > v_reserved_before THEN
+        PERFORM trading.check_available(o.customer_id, v_asset, v_reserved_after - v_reserved_before);
+    END IF;
+    -- Like a new taker, the order holds nothing while it takes: its old hold goes back first.
+    PERFORM trading.move_hold('release', o.id, o.customer_id, v_asset, v_reserved_before);
+    RETURN trading.finish(i, p_seq, c, o.id, trading.take(i, o, p_seq, true));
+END
+$$;
+
+-- The engine's entry point: applies a batch of commands to one instrument, in order, and returns
+-- one result per command. Each command runs in its own subtransaction, so a refused command
+-- leaves nothing behind and does not stop the others. Callers run it at SERIALIZABLE.
+CREATE FUNCTION trading.execute(p_symbol text, p_commands jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i trading.instrument;
+    c jsonb;
+    v_seq bigint;
+    v_result jsonb;
+    v_results jsonb[] := '{}';
+    v_sqlstate text;
+    v_message text;
+    v_constraint text;
+BEGIN
+    IF jsonb_typeof(p_commands) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_commands) NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'commands must be a JSON array of 1 to 1000 commands' USING ERRCODE = 'EY017';
+    END IF;
+    SELECT * INTO i FROM trading.instrument WHERE symbol = p_symbol;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown instrument %', p_symbol USING ERRCODE = 'EY001';
+    END IF;
+    PERFORM trading.lock_instrument(i.id);
+    -- Read again under the lock: at READ COMMITTED this sees the last holder's commit.
+    SELECT * INTO i FROM trading.instrument WHERE id = i.id;
+    v_seq := i.seq;
+    FOR c IN SELECT value FROM jsonb_array_elements(p_commands) LOOP
+        BEGIN
+            v_result := CASE c ->> 'op'
+                WHEN 'place' THEN trading.place(i, v_seq + 1, c)
+                WHEN 'cancel' THEN trading.cancel(i, v_seq + 1, c)
+                WHEN 'amend' THEN trading.amend(i, v_seq + 1, c)
+                WHEN 'cancel_all' THEN trading.cancel_all(i, v_seq + 1, c)
+            END;
+            IF v_result IS NULL THEN
+                RAISE EXCEPTION 'unknown command %', coalesce(c ->> 'op', 'without op')
+                    USING ERRCODE = 'EY010';
+            END IF;
+        EXCEPTION
+            WHEN SQLSTATE 'EY000' OR SQLSTATE 'EX000' OR unique_violation THEN
+                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                        v_constraint = CONSTRAINT_NAME;
+                -- Two instruments placing one client_order_id at once: the later one is a duplicate.
+                IF v_sqlstate = '23505' AND v_constraint <> 'orders_customer_client_order_id_key' THEN
+                    RAISE;
+                END IF;
+                v_result := jsonb_build_object(
+                    'code', trading.error_code(v_sqlstate), 'message', v_message);
+        END;
+        -- Only a command that wrote its event took the number.
+        IF v_result ? 'seq' THEN
+            v_seq := v_seq + 1;
+        END IF;
+        v_results := v_results || v_result;
+    END LOOP;
+    IF v_seq <> i.seq THEN
+        UPDATE trading.instrument SET seq = v_seq WHERE id = i.id;
+    END IF;
+    RETURN to_jsonb(v_results);
+END
+$$;
