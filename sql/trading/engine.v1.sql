@@ -51,7 +51,7 @@ BEGIN
     IF v_text IS NULL THEN
         RETURN NULL;
     END IF;
-    IF v_text !~ '^-?[0-9]{1,30}(\.[0-9]{1,30})?$' THEN
+    IF v_text !~ '^-?[0-9]{1,100}(\.[0-9]{1,100})?$' THEN
         RAISE EXCEPTION '% must be a decimal number, got %', p_key, left(v_text, 40)
             USING ERRCODE = 'EY010';
     END IF;
@@ -94,8 +94,7 @@ BEGIN
                    'taker_side', t.taker_side,
                    'maker_account', m.customer_id, 'maker_client_order_id', m.client_order_id,
                    'taker_account', k.customer_id, 'taker_client_order_id', k.client_order_id,
-                   'maker_fee', t.maker_fee::text, 'taker_fee', t.taker_fee::text,
-                   'created_at', t.created_at)
+                   'maker_fee', t.maker_fee::text, 'taker_fee', t.taker_fee::text)
                    ORDER BY t.seq, t.match_number), '[]')
           FROM trading.trade t
           JOIN trading.orders m ON m.id = t.maker_order_id
@@ -208,50 +207,47 @@ BEGIN
 END
 $$;
 
--- Settles one fill of q at the maker's price in one journal. The maker pays from its hold; the
--- taker pays from available (its hold and the hold's immediate settlement are netted: a taker
--- only holds what is left to rest). The seller's base goes to the buyer; each side's fee comes
--- out of what it receives and goes to the instrument's fee accounts.
+-- A party's (quote, base) accounts for a fill: a taker trades from and into available; a
+-- resting order pays from its hold (a buy its quote, a sell its base) and receives into available.
+CREATE FUNCTION trading.fill_accounts(i trading.instrument, o trading.orders, p_resting boolean)
+RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN trading.customer_accounts(
+        o.customer_id, ARRAY[i.quote, i.base],
+        CASE WHEN NOT p_resting THEN ARRAY['available', 'available']
+             WHEN o.side = 'buy' THEN ARRAY['held', 'available']
+             ELSE ARRAY['available', 'held'] END);
+END
+$$;
+
+-- Settles one fill of q at the maker's price p in one journal. The maker pays from its hold;
+-- the taker pays from available (its hold and the hold's immediate settlement are netted: a
+-- taker only holds what is left to rest). The seller's base goes to the buyer; each side's fee
+-- comes out of what it receives and goes to the instrument's fee accounts (quote, base).
 CREATE FUNCTION trading.settle(
-    i trading.instrument, t trading.orders, m trading.orders, q numeric, p_reference text,
+    i trading.instrument, p_taker_side text, p_taker bigint[], p_maker bigint[], p_fees bigint[],
+    p numeric, q numeric, p_reference text,
     OUT journal_id bigint, OUT maker_fee numeric, OUT taker_fee numeric
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_notional numeric := round(m.price * q, i.quote_scale);
+    v_notional numeric := round(p * q, i.quote_scale);
     v_quantity numeric := round(q, i.base_scale);
-    v_buyer_fee numeric;
-    v_seller_fee numeric;
-    v_buyer bigint[];  -- the account paying quote, the account receiving base
-    v_seller bigint[];  -- the account giving base, the account receiving quote
-    v_fees bigint[];  -- quote, base
+    v_buyer bigint[] := CASE p_taker_side WHEN 'buy' THEN p_taker ELSE p_maker END;
+    v_seller bigint[] := CASE p_taker_side WHEN 'buy' THEN p_maker ELSE p_taker END;
+    v_buyer_fee numeric := trading.fee(
+        v_quantity, CASE p_taker_side WHEN 'buy' THEN i.taker_fee_rate ELSE i.maker_fee_rate END,
+        i.base_scale);
+    v_seller_fee numeric := trading.fee(
+        v_notional, CASE p_taker_side WHEN 'buy' THEN i.maker_fee_rate ELSE i.taker_fee_rate END,
+        i.quote_scale);
 BEGIN
-    IF t.side = 'buy' THEN
-        v_buyer_fee := trading.fee(v_quantity, i.taker_fee_rate, i.base_scale);
-        v_seller_fee := trading.fee(v_notional, i.maker_fee_rate, i.quote_scale);
-        maker_fee := v_seller_fee;
-        taker_fee := v_buyer_fee;
-        v_buyer := trading.customer_accounts(
-            t.customer_id, ARRAY[i.quote, i.base], ARRAY['available', 'available']);
-        v_seller := trading.customer_accounts(
-            m.customer_id, ARRAY[i.base, i.quote], ARRAY['held', 'available']);
-    ELSE
-        v_buyer_fee := trading.fee(v_quantity, i.maker_fee_rate, i.base_scale);
-        v_seller_fee := trading.fee(v_notional, i.taker_fee_rate, i.quote_scale);
-        maker_fee := v_buyer_fee;
-        taker_fee := v_seller_fee;
-        v_buyer := trading.customer_accounts(
-            m.customer_id, ARRAY[i.quote, i.base], ARRAY['held', 'available']);
-        v_seller := trading.customer_accounts(
-            t.customer_id, ARRAY[i.base, i.quote], ARRAY['available', 'available']);
-    END IF;
-    SELECT array_agg(a.id ORDER BY a.asset = i.base) INTO v_fees
-      FROM ledger.account a
-     WHERE a.customer_id IS NULL AND a.asset IN (i.quote, i.base) AND a.bucket = 'fee'
-       AND a.label = i.symbol;
+    maker_fee := CASE p_taker_side WHEN 'buy' THEN v_seller_fee ELSE v_buyer_fee END;
+    taker_fee := CASE p_taker_side WHEN 'buy' THEN v_buyer_fee ELSE v_seller_fee END;
     journal_id := trading.post(
         'trade', p_reference,
-        ARRAY[v_buyer[1], v_seller[2], v_fees[1], v_seller[1], v_buyer[2], v_fees[2]],
+        ARRAY[v_buyer[1], v_seller[1], p_fees[1], v_seller[2], v_buyer[2], p_fees[2]],
         ARRAY[i.quote, i.quote, i.quote, i.base, i.base, i.base],
         ARRAY[-v_notional, v_notional - v_seller_fee, v_seller_fee,
               -v_quantity, v_quantity - v_buyer_fee, v_buyer_fee]);
@@ -294,12 +290,16 @@ $$;
 -- Returns the ids of every order it changed. A fill-or-kill order that cannot fill completely
 -- raises EZ001 for the caller to undo everything.
 CREATE FUNCTION trading.take(
-    i trading.instrument, t trading.orders, p_seq bigint, p_stored boolean
-) RETURNS bigint[]
+    i trading.instrument, t trading.orders, p_seq bigint, p_stored boolean,
+    OUT changed bigint[], OUT trades jsonb
+)
 LANGUAGE plpgsql AS $$
 DECLARE
     m trading.orders;
     v_changed bigint[] := ARRAY[t.id];
+    v_taker_accounts bigint[];
+    v_fee_accounts bigint[];
+    v_trade_ids bigint[] := '{}';
     v_remaining numeric;
     v_maker_remaining numeric;
     v_quantity numeric;
@@ -351,8 +351,16 @@ BEGIN
         ELSE
             v_quantity := least(v_remaining, v_maker_remaining);
             v_match := v_match + 1;
+            IF v_match = 1 THEN
+                v_taker_accounts := trading.fill_accounts(i, t, false);
+                SELECT array_agg(a.id ORDER BY a.asset = i.base) INTO v_fee_accounts
+                  FROM ledger.account a
+                 WHERE a.customer_id IS NULL AND a.asset IN (i.quote, i.base)
+                   AND a.bucket = 'fee' AND a.label = i.symbol;
+            END IF;
             SELECT * INTO v_fill
-              FROM trading.settle(i, t, m, v_quantity,
+              FROM trading.settle(i, t.side, v_taker_accounts, trading.fill_accounts(i, m, true),
+                                  v_fee_accounts, m.price, v_quantity,
                                   'trade/' || i.symbol || '/' || p_seq || '/' || v_match);
             UPDATE trading.orders
                SET filled_quantity = filled_quantity + v_quantity,
@@ -367,6 +375,13 @@ BEGIN
             v_maker_fees := v_maker_fees || v_fill.maker_fee;
             v_taker_fees := v_taker_fees || v_fill.taker_fee;
             v_journal_ids := v_journal_ids || v_fill.journal_id;
+            v_trade_ids := v_trade_ids || nextval('trading.trade_id_seq');
+            trades := coalesce(trades, '[]') || jsonb_build_object(
+                'id', v_trade_ids[v_match], 'seq', p_seq, 'price', m.price::text,
+                'quantity', v_quantity::text, 'taker_side', t.side,
+                'maker_account', m.customer_id, 'maker_client_order_id', m.client_order_id,
+                'taker_account', t.customer_id, 'taker_client_order_id', t.client_order_id,
+                'maker_fee', v_fill.maker_fee::text, 'taker_fee', v_fill.taker_fee::text);
         END IF;
     END LOOP;
 
@@ -403,22 +418,29 @@ BEGIN
         OVERRIDING SYSTEM VALUE
         SELECT (t).*;
     END IF;
-    INSERT INTO trading.trade (
-        instrument_id, seq, match_number, maker_order_id, taker_order_id, taker_side,
-        price, quantity, maker_fee, taker_fee, journal_id)
-    SELECT i.id, p_seq, f.match_number, f.maker_order_id, t.id, t.side,
-           f.price, f.quantity, f.maker_fee, f.taker_fee, f.journal_id
-      FROM unnest(v_maker_ids, v_prices, v_quantities, v_maker_fees, v_taker_fees, v_journal_ids)
-           WITH ORDINALITY
-           AS f(maker_order_id, price, quantity, maker_fee, taker_fee, journal_id, match_number);
-    RETURN v_changed;
+    IF v_match > 0 THEN
+        INSERT INTO trading.trade (
+            id, instrument_id, seq, match_number, maker_order_id, taker_order_id, taker_side,
+            price, quantity, maker_fee, taker_fee, journal_id)
+        OVERRIDING SYSTEM VALUE
+        SELECT f.id, i.id, p_seq, f.match_number, f.maker_order_id, t.id, t.side,
+               f.price, f.quantity, f.maker_fee, f.taker_fee, f.journal_id
+          FROM unnest(v_trade_ids, v_maker_ids, v_prices, v_quantities, v_maker_fees,
+                      v_taker_fees, v_journal_ids)
+               WITH ORDINALITY
+               AS f(id, maker_order_id, price, quantity, maker_fee, taker_fee, journal_id,
+                    match_number);
+    END IF;
+    changed := v_changed;
+    trades := coalesce(trades, '[]');
 END
 $$;
 
 -- Writes the command's event and returns its result: the order, every order it changed and
 -- its trades.
 CREATE FUNCTION trading.finish(
-    i trading.instrument, p_seq bigint, p_command jsonb, p_order_id bigint, p_changed bigint[]
+    i trading.instrument, p_seq bigint, p_command jsonb, p_order_id bigint, p_changed bigint[],
+    p_trades jsonb DEFAULT '[]'
 ) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -430,8 +452,7 @@ BEGIN
       INTO v_orders
       FROM trading.orders o
      WHERE o.id = ANY (p_changed);
-    v_trades := trading.trades_json(ARRAY(
-        SELECT id FROM trading.trade WHERE instrument_id = i.id AND seq = p_seq));
+    v_trades := p_trades;
     INSERT INTO trading.event (instrument_id, seq, kind, payload)
     VALUES (i.id, p_seq, p_command ->> 'op',
             jsonb_build_object('command', p_command, 'orders', v_orders, 'trades', v_trades));
@@ -507,7 +528,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     o trading.orders;
     v_existing trading.orders;
-    v_changed bigint[];
+    v_taken record;
     v_customer_id bigint := trading.bigint_field(c, 'account');
     v_client_order_id text := c ->> 'client_order_id';
     v_side text := c ->> 'side';
@@ -576,19 +597,19 @@ BEGIN
     END IF;
 
     IF v_time_in_force <> 'FOK' THEN
-        v_changed := trading.take(i, o, p_seq, false);
+        SELECT * INTO v_taken FROM trading.take(i, o, p_seq, false);
     ELSE
         BEGIN
-            v_changed := trading.take(i, o, p_seq, false);
+            SELECT * INTO v_taken FROM trading.take(i, o, p_seq, false);
         EXCEPTION WHEN SQLSTATE 'EZ001' THEN
             -- Fill-or-kill: everything the walk did is undone; the order is recorded as expired.
             o.status := 'expired';
             o.reason := 'fok_not_filled';
             INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
-            v_changed := ARRAY[o.id];
+            SELECT ARRAY[o.id] AS changed, '[]'::jsonb AS trades INTO v_taken;
         END;
     END IF;
-    RETURN trading.finish(i, p_seq, c, o.id, v_changed);
+    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trades);
 END
 $$;
 
@@ -662,6 +683,7 @@ DECLARE
     v_quantity numeric := coalesce(trading.decimal_field(c, 'quantity'), o.quantity);
     v_reserved_before numeric;
     v_reserved_after numeric;
+    v_taken record;
     v_asset text := trading.reserved_asset(i, o.side);
 BEGIN
     IF o.status NOT IN ('new', 'partially_filled') THEN
@@ -711,13 +733,16 @@ BEGIN
     END IF;
     -- Like a new taker, the order holds nothing while it takes: its old hold goes back first.
     PERFORM trading.move_hold('release', o.id, o.customer_id, v_asset, v_reserved_before);
-    RETURN trading.finish(i, p_seq, c, o.id, trading.take(i, o, p_seq, true));
+    SELECT * INTO v_taken FROM trading.take(i, o, p_seq, true);
+    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trades);
 END
 $$;
 
 -- The engine's entry point: applies a batch of commands to one instrument, in order, and returns
 -- one result per command. Each command runs in its own subtransaction, so a refused command
--- leaves nothing behind and does not stop the others. Callers run it at SERIALIZABLE.
+-- leaves nothing behind and does not stop the others. Callers run it at READ COMMITTED, so
+-- that every statement after the lock sees the previous holder's commit (app/trading/engine.py
+-- says why not SERIALIZABLE).
 CREATE FUNCTION trading.execute(p_symbol text, p_commands jsonb) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
