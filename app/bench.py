@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -79,6 +80,32 @@ def prepare_ledger(cluster: Cluster, customers: int, dbname: str = DBNAME) -> li
     return ids
 
 
+def _run_clients(
+    connections: int,
+    seconds: float,
+    client: Callable[[int, Callable[[], object], Callable[[], bool]], None],
+) -> float:
+    """Runs `client(number, ready, running)` in `connections` threads: each connects, calls
+    `ready()`, and works while `running()`; the clock starts when all are ready. Returns the
+    elapsed seconds."""
+    barrier = threading.Barrier(connections + 1)
+    deadline: list[float] = []
+    threads = [
+        threading.Thread(
+            target=client, args=(n, barrier.wait, lambda: time.monotonic() < deadline[0])
+        )
+        for n in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.monotonic() + seconds)
+    started = time.monotonic()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
 def ledger_transfers(
     cluster: Cluster,
     customer_ids: list[int],
@@ -91,19 +118,17 @@ def ledger_transfers(
     latencies: list[list[float]] = [[] for _ in range(connections)]
     refused = [0] * connections
     retries = [0] * connections
-    barrier = threading.Barrier(connections + 1)
-    deadline: list[float] = []
 
-    def worker(number: int) -> None:
+    def worker(number: int, ready: Callable[[], object], running: Callable[[], bool]) -> None:
         rng = random.Random(seed * 1000 + number)
 
         def count_retry(attempt: int, error: Exception) -> None:
             retries[number] += 1
 
         with psycopg.connect(cluster.conninfo(dbname, "exchange_app")) as conn:
-            barrier.wait()
+            ready()
             sequence = 0
-            while time.monotonic() < deadline[0]:
+            while running():
                 source, target = rng.sample(customer_ids, 2)
                 amount = Decimal(rng.randint(1, 10_000)).scaleb(-2)
                 key = f"bench-{seed}-{number}-{sequence}"
@@ -127,15 +152,7 @@ def ledger_transfers(
                     refused[number] += 1
                 latencies[number].append((time.perf_counter() - started) * 1000)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
-    for thread in threads:
-        thread.start()
-    deadline.append(time.monotonic() + seconds)
-    started = time.monotonic()
-    barrier.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = _run_clients(connections, seconds, worker)
     everything = sorted(value for per_thread in latencies for value in per_thread)
     return Measurement(
         operations=len(everything),
@@ -229,9 +246,9 @@ class OrderFlow:
     """A seeded stream of commands for one client: limit orders around a fixed mid so that about
     half of them cross, cancels of its own earlier orders, some IOC and market orders."""
 
-    def __init__(self, rng: random.Random, client: int, accounts: list[int]) -> None:
+    def __init__(self, rng: random.Random, client: str, accounts: list[int]) -> None:
         self.rng = rng
-        self.client = client
+        self.client = client  # prefixes its client_order_ids, which must be unique
         self.accounts = accounts
         self.sequence = 0
         self.resting: list[tuple[int, str]] = []
@@ -246,7 +263,7 @@ class OrderFlow:
             return Cancel(account, client_order_id)
         self.sequence += 1
         account = rng.choice(self.accounts)
-        client_order_id = f"c{self.client}-{self.sequence}"
+        client_order_id = f"{self.client}-{self.sequence}"
         side = rng.choice(("buy", "sell"))
         quantity = Decimal(rng.randint(1, 1000)).scaleb(-3)
         if roll < 0.30:
@@ -301,21 +318,19 @@ def engine_orders(
     refused = [0] * connections
     retries = [0] * connections
     batches = [0] * connections
-    barrier = threading.Barrier(connections + 1)
-    deadline: list[float] = []
 
-    def worker(number: int) -> None:
+    def worker(number: int, ready: Callable[[], object], running: Callable[[], bool]) -> None:
         rng = random.Random(seed * 1000 + number)
         mine = account_ids[number::connections] or account_ids
-        flow = OrderFlow(rng, number, mine)
+        flow = OrderFlow(rng, f"s{seed}c{number}", mine)
 
         def count_retry(attempt: int, error: Exception) -> None:
             retries[number] += 1
 
         with psycopg.connect(cluster.conninfo(dbname, "exchange_app"), autocommit=True) as conn:
-            barrier.wait()
+            ready()
             turn = number
-            while time.monotonic() < deadline[0]:
+            while running():
                 symbol = symbols[turn % len(symbols)]
                 turn += 1
                 commands = [flow.next() for _ in range(batch_size)]
@@ -329,15 +344,7 @@ def engine_orders(
                         refused[number] += 1
                     fills[number] += len(result.trades)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
-    for thread in threads:
-        thread.start()
-    deadline.append(time.monotonic() + seconds)
-    started = time.monotonic()
-    barrier.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = _run_clients(connections, seconds, worker)
     everything = sorted(value for per_thread in latencies for value in per_thread)
     return EngineMeasurement(
         commands=len(everything),
@@ -352,6 +359,23 @@ def engine_orders(
     )
 
 
+def warm_up(
+    cluster: Cluster,
+    symbols: list[str],
+    account_ids: list[int],
+    connections: int,
+    batch_size: int,
+    seed: int,
+    dbname: str = DBNAME,
+) -> None:
+    """Trade for a few seconds, then ANALYZE: a live exchange's tables are not empty, and its
+    planner statistics say so. (PL/pgSQL keeps a generic plan made from the statistics of the
+    moment; made from empty tables, it scans them.)"""
+    engine_orders(cluster, symbols, account_ids, connections, batch_size, 3, seed, dbname)
+    with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def bench_engine(
     connections: int,
     batch_size: int,
@@ -360,20 +384,25 @@ def bench_engine(
     runs: int,
     accounts: int,
     seed: int,
+    deadlock_timeout: str = "20ms",
 ) -> str:
     base = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
     base.chmod(0o755)
-    cluster = Cluster(base / "cluster")  # PostgreSQL defaults: fsync and synchronous_commit on
+    # PostgreSQL defaults (fsync and synchronous_commit on) but for deadlock_timeout: two
+    # instruments settling on the same accounts can deadlock, and the default 1 s before
+    # PostgreSQL looks for a deadlock would be the latency of every one of them.
+    cluster = Cluster(base / "cluster", settings={"deadlock_timeout": deadlock_timeout})
     lines = [
         f"engine vs pgbench TPC-B: {connections} connections, batch {batch_size},"
         f" {instruments_count} instrument(s), {accounts} accounts, {seconds} s x {runs} runs,"
-        f" seed {seed}, PostgreSQL at {cluster.bindir}"
+        f" seed {seed}, deadlock_timeout {deadlock_timeout}, PostgreSQL at {cluster.bindir}"
     ]
     try:
         with cluster.session():
             baselines, measurements = [], []
             for run in range(runs):
                 symbols, account_ids = prepare_engine(cluster, instruments_count, accounts)
+                warm_up(cluster, symbols, account_ids, connections, batch_size, seed + 1000 + run)
                 baselines.append(pgbench_tps(cluster, connections, seconds))
                 m = engine_orders(
                     cluster, symbols, account_ids, connections, batch_size, seconds, seed + run

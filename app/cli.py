@@ -205,6 +205,7 @@ def cmd_bench_engine(args: argparse.Namespace) -> int:
             args.runs,
             args.accounts,
             args.seed,
+            args.deadlock_timeout,
         )
     )
     return 0
@@ -316,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_engine.add_argument("--instruments", type=int, choices=range(1, 5), default=1)
     bench_engine.add_argument("--seconds", type=int, default=10)
     bench_engine.add_argument("--runs", type=int, default=3)
-    bench_engine.add_argument("--accounts", type=int, default=64)
+    bench_engine.add_argument("--accounts", type=int, default=1000)
+    bench_engine.add_argument("--deadlock-timeout", default="20ms")
     bench_engine.add_argument("--seed", type=int, default=1)
     bench_engine.set_defaults(handler=cmd_bench_engine)
 

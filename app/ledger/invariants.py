@@ -226,12 +226,57 @@ _EXPECTED_NOT_NULL = _values(
 )
 _APP_ROLE_FUNCTIONS = "ARRAY[" + ", ".join(_literal(f) for f in APP_ROLE_FUNCTIONS) + "]"
 
-# Every relation of schema ledger whose contents the ledger is made of (tables, views, ...).
-_LEDGER_RELATIONS = """
+
+def _relations(schema: str) -> str:
+    """Every relation of the schema whose contents matter (tables, views, ...)."""
+    return f"""
         SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, c.relkind
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'ledger' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         WHERE n.nspname = {_literal(schema)} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 """
+
+
+def app_role_write_privileges(schema: str) -> str:
+    """A query naming each way exchange_app could write the schema: INSERT or UPDATE on a table
+    or any of its columns, DELETE, TRUNCATE, TRIGGER, its sequences, CREATE in the schema."""
+    relations = _relations(schema)
+    return f"""
+        SELECT format('exchange_app can %s %s', p.privilege,
+                      CASE WHEN has_table_privilege('exchange_app', r.oid, p.privilege)
+                           THEN r.name
+                           ELSE format('columns (%s) of %s',
+                                       (SELECT string_agg(quote_ident(a.attname), ', '
+                                                          ORDER BY a.attnum)
+                                          FROM pg_attribute a
+                                         WHERE a.attrelid = r.oid AND a.attnum > 0
+                                           AND NOT a.attisdropped
+                                           AND has_column_privilege('exchange_app', r.oid,
+                                                                    a.attnum, p.privilege)),
+                                       r.name) END)
+          FROM ({relations}) r
+         CROSS JOIN (VALUES ('INSERT'), ('UPDATE')) AS p(privilege)
+         WHERE has_any_column_privilege('exchange_app', r.oid, p.privilege)
+        UNION ALL
+        SELECT format('exchange_app can %s %s', p.privilege, r.name)
+          FROM ({relations}) r
+         CROSS JOIN (VALUES ('DELETE'), ('TRUNCATE'), ('TRIGGER')) AS p(privilege)
+         WHERE has_table_privilege('exchange_app', r.oid, p.privilege)
+        UNION ALL
+        SELECT format('exchange_app can %s sequence %I.%I', p.privilege, n.nspname, c.relname)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         CROSS JOIN (VALUES ('USAGE'), ('UPDATE')) AS p(privilege)
+         WHERE n.nspname = {_literal(schema)} AND c.relkind = 'S'
+           AND has_sequence_privilege('exchange_app', c.oid, p.privilege)
+        UNION ALL
+        SELECT format('exchange_app can CREATE in schema %s', n.nspname)
+          FROM pg_namespace n
+         WHERE n.nspname = {_literal(schema)}
+           AND has_schema_privilege('exchange_app', n.oid, 'CREATE')
+        """
+
+
+# Every relation of schema ledger whose contents the ledger is made of.
+_LEDGER_RELATIONS = _relations("ledger")
 
 
 @dataclass(frozen=True)
@@ -501,38 +546,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         "app_role_cannot_write_ledger",
         "exchange_app cannot write any ledger table or column, add triggers, use its sequences"
         " or create objects in schema ledger",
-        f"""
-        SELECT format('exchange_app can %s %s', p.privilege,
-                      CASE WHEN has_table_privilege('exchange_app', r.oid, p.privilege)
-                           THEN r.name
-                           ELSE format('columns (%s) of %s',
-                                       (SELECT string_agg(quote_ident(a.attname), ', '
-                                                          ORDER BY a.attnum)
-                                          FROM pg_attribute a
-                                         WHERE a.attrelid = r.oid AND a.attnum > 0
-                                           AND NOT a.attisdropped
-                                           AND has_column_privilege('exchange_app', r.oid,
-                                                                    a.attnum, p.privilege)),
-                                       r.name) END)
-          FROM ({_LEDGER_RELATIONS}) r
-         CROSS JOIN (VALUES ('INSERT'), ('UPDATE')) AS p(privilege)
-         WHERE has_any_column_privilege('exchange_app', r.oid, p.privilege)
-        UNION ALL
-        SELECT format('exchange_app can %s %s', p.privilege, r.name)
-          FROM ({_LEDGER_RELATIONS}) r
-         CROSS JOIN (VALUES ('DELETE'), ('TRUNCATE'), ('TRIGGER')) AS p(privilege)
-         WHERE has_table_privilege('exchange_app', r.oid, p.privilege)
-        UNION ALL
-        SELECT format('exchange_app can %s sequence %I.%I', p.privilege, n.nspname, c.relname)
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         CROSS JOIN (VALUES ('USAGE'), ('UPDATE')) AS p(privilege)
-         WHERE n.nspname = 'ledger' AND c.relkind = 'S'
-           AND has_sequence_privilege('exchange_app', c.oid, p.privilege)
-        UNION ALL
-        SELECT 'exchange_app can CREATE in schema ledger'
-          FROM pg_namespace n
-         WHERE n.nspname = 'ledger' AND has_schema_privilege('exchange_app', n.oid, 'CREATE')
-        """,
+        app_role_write_privileges("ledger"),
     ),
     Invariant(
         "app_role_executes_only_whitelisted_functions",

@@ -6,7 +6,7 @@ no trigger sees: a disabled trigger, a widened privilege, a hand-edited restore.
 
 from __future__ import annotations
 
-from app.ledger.invariants import Invariant
+from app.ledger.invariants import Invariant, app_role_write_privileges
 
 # (table in schema trading, trigger, function in schema trading) as sql/trading/integrity.v1.sql
 # defines them.
@@ -43,11 +43,6 @@ _RESERVATIONS = """
          GROUP BY 1, 2
 """
 
-_TRADING_RELATIONS = """
-        SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'trading' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-"""
 
 INVARIANTS: tuple[Invariant, ...] = (
     Invariant(
@@ -139,28 +134,10 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "app_role_cannot_write_trading",
-        "exchange_app cannot write any trading table, use its sequences or create objects in"
-        " schema trading",
-        f"""
-        SELECT format('exchange_app can %s %s', p.privilege, r.name)
-          FROM ({_TRADING_RELATIONS}) r
-         CROSS JOIN (VALUES ('INSERT'), ('UPDATE')) AS p(privilege)
-         WHERE has_any_column_privilege('exchange_app', r.oid, p.privilege)
-        UNION ALL
-        SELECT format('exchange_app can %s %s', p.privilege, r.name)
-          FROM ({_TRADING_RELATIONS}) r
-         CROSS JOIN (VALUES ('DELETE'), ('TRUNCATE'), ('TRIGGER')) AS p(privilege)
-         WHERE has_table_privilege('exchange_app', r.oid, p.privilege)
-        UNION ALL
-        SELECT format('exchange_app can %s sequence %I.%I', p.privilege, n.nspname, c.relname)
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         CROSS JOIN (VALUES ('USAGE'), ('UPDATE')) AS p(privilege)
-         WHERE n.nspname = 'trading' AND c.relkind = 'S'
-           AND has_sequence_privilege('exchange_app', c.oid, p.privilege)
-        UNION ALL
-        SELECT 'exchange_app can CREATE in schema trading'
-          FROM pg_namespace n
-         WHERE n.nspname = 'trading' AND has_schema_privilege('exchange_app', n.oid, 'CREATE')
+        "exchange_app cannot write any trading table, use its sequences, create objects in"
+        " schema trading or execute any trading function but trading.execute",
+        app_role_write_privileges("trading")
+        + """
         UNION ALL
         SELECT format('exchange_app can execute %s', p.oid::regprocedure)
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
