@@ -102,6 +102,13 @@ INVARIANTS: tuple[Invariant, ...] = (
           FROM ledger.journal j
          WHERE j.kind = 'trade'
            AND NOT EXISTS (SELECT FROM trading.trade t WHERE t.journal_id = j.id)
+        UNION ALL
+        SELECT DISTINCT format('trade %s of %s is settled by journal %s, which moves %s',
+                               t.id, i.symbol, t.journal_id, e.asset)
+          FROM trading.trade t
+          JOIN trading.instrument i ON i.id = t.instrument_id
+          JOIN ledger.entry e ON e.journal_id = t.journal_id
+         WHERE e.asset NOT IN (i.base, i.quote)
         """,
     ),
     Invariant(

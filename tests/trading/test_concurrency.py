@@ -5,10 +5,10 @@ SECONDS with random commands: limit orders priced around a mid (so about half cr
 market and post-only orders under every self-trade prevention mode, cancels and amends of its own
 earlier orders, cancel_all, alone or in batches. The instruments share assets, so every account's
 balances are touched by several instruments at once: the per-instrument lock serializes an
-instrument's commands, but settlements of different instruments race on the same ledger rows and
-queue on the ledger's row locks (deadlocks between instruments are retried). Afterwards every invariant of
-`exchange verify` holds, money is conserved per asset, no book is crossed, and every order, trade
-and event the threads were told of is in the database and nothing else is.
+instrument's commands, but settlements of different instruments race on the same ledger rows
+and queue on their row locks (deadlocks between instruments are retried). Afterwards every
+invariant of `exchange verify` holds, money is conserved per asset, no book is crossed, and every
+order, trade and event the threads were told of is in the database and nothing else is.
 """
 
 from __future__ import annotations
