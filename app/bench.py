@@ -272,9 +272,10 @@ class OrderFlow:
         # A buy above the mid or a sell below it crosses: about half of the orders.
         ticks = ENGINE_MID_PRICE * 2 - ticks if rng.random() < 0.5 else ticks
         time_in_force = "IOC" if roll < 0.40 else "GTC"
-        self.resting.append((account, client_order_id))
-        if len(self.resting) > 200:
-            self.resting.pop(0)
+        if time_in_force == "GTC":  # what a cancel may still find open
+            self.resting.append((account, client_order_id))
+            if len(self.resting) > 200:
+                self.resting.pop(0)
         return Place(
             account,
             client_order_id,
@@ -290,6 +291,7 @@ class OrderFlow:
 class EngineMeasurement:
     commands: int
     commands_per_second: float
+    orders_per_second: float  # placements accepted
     fills_per_second: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -312,9 +314,11 @@ def engine_orders(
     """`connections` clients, each sending batches of `batch_size` commands to the instruments in
     turn (client n starts at instrument n); each client trades its own slice of the accounts."""
     from app.trading import engine
+    from app.trading.commands import Place
 
     latencies: list[list[float]] = [[] for _ in range(connections)]
     fills = [0] * connections
+    placed = [0] * connections
     refused = [0] * connections
     retries = [0] * connections
     batches = [0] * connections
@@ -339,9 +343,11 @@ def engine_orders(
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 batches[number] += 1
                 latencies[number].extend([elapsed_ms] * len(results))
-                for result in results:
+                for command, result in zip(commands, results, strict=True):
                     if result.code is not None:
                         refused[number] += 1
+                    elif isinstance(command, Place):
+                        placed[number] += 1
                     fills[number] += len(result.trades)
 
     elapsed = _run_clients(connections, seconds, worker)
@@ -349,6 +355,7 @@ def engine_orders(
     return EngineMeasurement(
         commands=len(everything),
         commands_per_second=len(everything) / elapsed,
+        orders_per_second=sum(placed) / elapsed,
         fills_per_second=sum(fills) / elapsed,
         latency_p50_ms=_percentile(everything, 0.50),
         latency_p99_ms=_percentile(everything, 0.99),
@@ -410,7 +417,8 @@ def bench_engine(
                 measurements.append(m)
                 lines.append(
                     f"run {run + 1}: pgbench {baselines[-1]:.0f} tps; engine"
-                    f" {m.commands_per_second:.0f} commands/s, {m.fills_per_second:.0f} fills/s"
+                    f" {m.commands_per_second:.0f} commands/s ({m.orders_per_second:.0f} orders"
+                    f" placed/s), {m.fills_per_second:.0f} fills/s"
                     f" (p50 {m.latency_p50_ms:.1f} ms, p99 {m.latency_p99_ms:.1f} ms,"
                     f" max {m.latency_max_ms:.1f} ms; refused {m.refused},"
                     f" retries {m.retries} in {m.batches} batches)"
@@ -421,8 +429,10 @@ def bench_engine(
             lines.append(
                 f"median: pgbench {statistics.median(baselines):.0f} tps; engine"
                 f" {statistics.median(m.commands_per_second for m in measurements):.0f}"
-                f" commands/s, {statistics.median(m.fills_per_second for m in measurements):.0f}"
-                f" fills/s; ratio {statistics.median(ratios):.2f}"
+                f" commands/s, {statistics.median(m.orders_per_second for m in measurements):.0f}"
+                f" orders placed/s,"
+                f" {statistics.median(m.fills_per_second for m in measurements):.0f}"
+                f" fills/s; ratio (commands) {statistics.median(ratios):.2f}"
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
