@@ -8,6 +8,7 @@ both and varies from minute to minute, so only the ratio carries over between ma
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import re
@@ -90,19 +91,26 @@ def _run_clients(
     elapsed seconds."""
     barrier = threading.Barrier(connections + 1)
     deadline: list[float] = []
-    threads = [
-        threading.Thread(
-            target=client, args=(n, barrier.wait, lambda: time.monotonic() < deadline[0])
-        )
-        for n in range(connections)
-    ]
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            client(number, barrier.wait, lambda: time.monotonic() < deadline[0])
+        except BaseException as error:  # reported by the caller, not lost in a thread
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(connections)]
     for thread in threads:
         thread.start()
     deadline.append(time.monotonic() + seconds)
     started = time.monotonic()
-    barrier.wait()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: raised below
+        barrier.wait()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     return time.monotonic() - started
 
 

@@ -20,7 +20,7 @@ SELF_TRADE_PREVENTIONS = ("cancel_newest", "cancel_oldest", "cancel_both", "decr
 OPEN_STATUSES = ("new", "partially_filled")
 
 # Prices and quantities stay below this bound, so price x quantity stays below the ledger's 10^24.
-PRICE_QUANTITY_LIMIT = Decimal(10) ** 15
+PRICE_QUANTITY_LIMIT = Decimal(10) ** 12
 CLIENT_ORDER_ID_LENGTH_MAX = 64
 BATCH_SIZE_MAX = 1000
 

@@ -45,35 +45,45 @@ def _decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
+def _text(value: str) -> str:
+    """A string PostgreSQL can take as JSON text. A NUL or a lone surrogate would make it refuse
+    the whole batch's parameter; U+FFFD instead makes only this command invalid."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "\ufffd"
+    return value.replace("\x00", "\ufffd")
+
+
 def command_json(command: Command) -> dict[str, Any]:
     """The JSON form `trading.execute` takes. Decimals travel as strings, never as floats."""
     if isinstance(command, Place):
         body: dict[str, Any] = {
             "op": "place",
             "account": command.account,
-            "client_order_id": command.client_order_id,
-            "side": command.side,
-            "type": command.type,
+            "client_order_id": _text(command.client_order_id),
+            "side": _text(command.side),
+            "type": _text(command.type),
             "quantity": _decimal(command.quantity),
             "post_only": command.post_only,
-            "self_trade_prevention": command.self_trade_prevention,
+            "self_trade_prevention": _text(command.self_trade_prevention),
         }
         if command.price is not None:
             body["price"] = _decimal(command.price)
         if command.time_in_force is not None:
-            body["time_in_force"] = command.time_in_force
+            body["time_in_force"] = _text(command.time_in_force)
         return body
     if isinstance(command, Cancel):
         return {
             "op": "cancel",
             "account": command.account,
-            "client_order_id": command.client_order_id,
+            "client_order_id": _text(command.client_order_id),
         }
     if isinstance(command, Amend):
         body = {
             "op": "amend",
             "account": command.account,
-            "client_order_id": command.client_order_id,
+            "client_order_id": _text(command.client_order_id),
         }
         if command.quantity is not None:
             body["quantity"] = _decimal(command.quantity)

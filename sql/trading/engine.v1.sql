@@ -41,8 +41,9 @@ LANGUAGE sql IMMUTABLE AS $$
     END;
 $$;
 
--- A decimal field of a command: NULL when absent; a malformed value is an invalid order, never
--- a cast error that would abort the whole batch.
+-- A decimal field of a command: NULL when absent. A value that is not a plain decimal (or is
+-- absurdly long) becomes NaN, which every range check refuses with the field's own error code,
+-- as the model does; never a cast error that would abort the whole batch.
 CREATE FUNCTION trading.decimal_field(p_command jsonb, p_key text) RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
@@ -51,9 +52,8 @@ BEGIN
     IF v_text IS NULL THEN
         RETURN NULL;
     END IF;
-    IF v_text !~ '^-?[0-9]{1,100}(\.[0-9]{1,100})?$' THEN
-        RAISE EXCEPTION '% must be a decimal number, got %', p_key, left(v_text, 40)
-            USING ERRCODE = 'EY010';
+    IF length(v_text) > 1000 OR v_text !~ '^-?[0-9]+(\.[0-9]+)?$' THEN
+        RETURN 'NaN';
     END IF;
     RETURN v_text::numeric;
 END
@@ -183,7 +183,9 @@ $$;
 -- Fees are taken from what a side receives, rounded up to the asset's scale.
 CREATE FUNCTION trading.fee(p_received numeric, p_rate numeric, p_scale smallint) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT round(ceil(p_received * p_rate * 10::numeric ^ p_scale) / 10::numeric ^ p_scale, p_scale);
+    SELECT CASE WHEN trunc(v, p_scale) = v THEN trunc(v, p_scale)
+                ELSE trunc(v, p_scale) + ('1e-' || p_scale)::numeric END
+      FROM (SELECT p_received * p_rate) AS product(v);
 $$;
 
 -- A customer's account ids for (asset, bucket) pairs, in the order asked, created on first use.
@@ -485,13 +487,13 @@ CREATE FUNCTION trading.check_price_quantity(
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF p_type = 'limit' AND NOT coalesce(
-            p_price > 0 AND p_price < 1e15 AND mod(p_price, i.tick_size) = 0, false) THEN
-        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^15)',
+            p_price > 0 AND p_price < 1e12 AND mod(p_price, i.tick_size) = 0, false) THEN
+        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^12)',
             p_price, i.tick_size
             USING ERRCODE = 'EY003';
     END IF;
-    IF NOT coalesce(p_quantity > 0 AND p_quantity < 1e15 AND mod(p_quantity, i.lot_size) = 0, false) THEN
-        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^15)',
+    IF NOT coalesce(p_quantity > 0 AND p_quantity < 1e12 AND mod(p_quantity, i.lot_size) = 0, false) THEN
+        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^12)',
             coalesce(p_quantity::text, 'null'), i.lot_size
             USING ERRCODE = 'EY004';
     END IF;
@@ -572,7 +574,8 @@ BEGIN
        OR v_self_trade_prevention NOT IN ('cancel_newest', 'cancel_oldest', 'cancel_both', 'decrement')
        OR (v_type = 'limit') <> (v_price IS NOT NULL)
        OR (v_type = 'market' AND (v_time_in_force = 'GTC' OR v_post_only))
-       OR (v_post_only AND v_time_in_force <> 'GTC') THEN
+       OR (v_post_only AND v_time_in_force <> 'GTC')
+       OR jsonb_typeof(c -> 'post_only') NOT IN ('boolean', 'null') THEN
         RAISE EXCEPTION 'invalid order: side buy|sell, type limit (with a price) or market (IOC or '
             'FOK, without a price), time_in_force GTC|IOC|FOK, post_only only for GTC limit orders, '
             'self_trade_prevention cancel_newest|cancel_oldest|cancel_both|decrement'
@@ -693,13 +696,13 @@ BEGIN
         RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
             USING ERRCODE = 'EY002';
     END IF;
-    IF NOT coalesce(v_price > 0 AND v_price < 1e15 AND mod(v_price, i.tick_size) = 0, false) THEN
-        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^15)',
+    IF NOT coalesce(v_price > 0 AND v_price < 1e12 AND mod(v_price, i.tick_size) = 0, false) THEN
+        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^12)',
             v_price, i.tick_size
             USING ERRCODE = 'EY003';
     END IF;
-    IF NOT coalesce(v_quantity > 0 AND v_quantity < 1e15 AND mod(v_quantity, i.lot_size) = 0, false) THEN
-        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^15)',
+    IF NOT coalesce(v_quantity > 0 AND v_quantity < 1e12 AND mod(v_quantity, i.lot_size) = 0, false) THEN
+        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^12)',
             v_quantity, i.lot_size
             USING ERRCODE = 'EY004';
     END IF;
@@ -758,6 +761,13 @@ BEGIN
     IF jsonb_typeof(p_commands) IS DISTINCT FROM 'array'
        OR jsonb_array_length(p_commands) NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'commands must be a JSON array of 1 to 1000 commands' USING ERRCODE = 'EY017';
+    END IF;
+    -- Statements after the lock must see the previous holder's commit: a snapshot taken before
+    -- it (REPEATABLE READ, SERIALIZABLE) would match against a stale book.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'trading.execute runs at READ COMMITTED, not %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'EY017';
     END IF;
     SELECT * INTO i FROM trading.instrument WHERE symbol = p_symbol;
     IF NOT FOUND THEN

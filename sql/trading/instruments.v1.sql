@@ -1,11 +1,14 @@
 -- Operators' functions for instruments. Owner-only: the application role cannot call them.
 
--- Instruments are serialized by a transaction-level advisory lock keyed (namespace, id).
--- Called by the SECURITY DEFINER functions only, under their search_path.
+-- An instrument's commands are serialized by a lock on its row, held until commit. Not an
+-- advisory lock: every role may take any advisory lock (PUBLIC executes pg_advisory_lock), so
+-- the application role could hold an instrument's key and freeze it, halts included; a row
+-- lock needs UPDATE on trading.instrument, which only the owner has. Called by the SECURITY
+-- DEFINER functions only, under their search_path.
 CREATE FUNCTION trading.lock_instrument(p_instrument_id integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1414676804, p_instrument_id);  -- 1414676804 = 'TRAD'
+    PERFORM FROM trading.instrument WHERE id = p_instrument_id FOR UPDATE;
 END
 $$;
 
