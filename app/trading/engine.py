@@ -1,11 +1,11 @@
 """The matching engine's Python side: one database call per batch of commands for an instrument.
 
-`trading.execute` (sql/trading/engine.v1.sql) does the work under the instrument's advisory
-lock. Here: the command and result encoding, the transaction with its retries, and the decoding.
+`trading.execute` (sql/trading/engine.v1.sql) does the work under a lock on the instrument's
+row. Here: the command and result encoding, the transaction with its retries, and the decoding.
 
 Isolation: READ COMMITTED, not the SERIALIZABLE the design asked for. Every rule the engine relies
 on is enforced under a lock, never on a snapshot read: an instrument's book, orders and sequence
-change only under its advisory lock (and at READ COMMITTED each statement after the lock sees
+change only under the lock on its row (and at READ COMMITTED each statement after the lock sees
 the previous holder's commit); a balance moves only in the ledger's row-locked
 `UPDATE ... WHERE balance + amount >= 0`; a client_order_id is unique by index. SERIALIZABLE adds
 nothing to that but false conflicts: its predicate locks cover index pages, and every posting

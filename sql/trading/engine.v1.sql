@@ -1,5 +1,5 @@
 -- The matching engine: trading.execute(symbol, commands) applies a batch of commands to one
--- instrument under its advisory lock. The rules are specified in docs/trading.md and mirrored by
+-- instrument under the lock on its row. The rules are specified in docs/trading.md and mirrored by
 -- app/trading/model.py. Nothing here reads the clock or random numbers to decide anything.
 --
 -- Only trading.execute is SECURITY DEFINER; it sets search_path, and the helpers it calls run
