@@ -11,7 +11,7 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +142,26 @@ def app_conn(db: ScratchDatabase) -> Iterator[psycopg.Connection]:
     """A connection as the application role (autocommit): what the application can do."""
     with db.connect(APP_ROLE) as conn:
         yield conn
+
+
+Exchange = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def exchange(
+    db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Exchange:
+    """Runs `exchange ARGS...` in process against the test's database; returns (exit code,
+    stdout, stderr)."""
+    from app import cli
+
+    monkeypatch.setenv("DATABASE_URL", db.url())
+    monkeypatch.delenv("ADMIN_DATABASE_URL", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # only this command's output
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -5,35 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from app import cli
-from tests.conftest import ScratchDatabase
+from tests.conftest import Exchange, ScratchDatabase
 from tests.test_migrations import HEAD
-
-Exchange = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def exchange(
-    db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Exchange:
-    """Runs `exchange ARGS...` in process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("DATABASE_URL", db.url())
-    monkeypatch.delenv("ADMIN_DATABASE_URL", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()  # only this command's output
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
 import pytest
 
-from app import cli
-from tests.conftest import ScratchDatabase
+from tests.conftest import Exchange
 from tests.trading.helpers import trading_state
 
-Exchange = Callable[..., tuple[int, str, str]]
-
 HEADER = ["symbol", "status", "tick", "lot", "min", "qty", "min", "notional", "maker", "taker"]
-
-
-@pytest.fixture
-def exchange(
-    db: ScratchDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Exchange:
-    """Runs `exchange ARGS...` in process against the test's database (as tests/test_cli.py
-    does); returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("DATABASE_URL", db.url())
-    monkeypatch.delenv("ADMIN_DATABASE_URL", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()  # only this command's output
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture
