@@ -32,6 +32,47 @@ _EXPECTED_TRIGGERS = (
     + ") AS expected(tbl, name, function)"
 )
 
+# Named constraints of sql/trading/tables.v1.sql: (table in schema trading, constraint).
+TRADING_CONSTRAINTS: tuple[tuple[str, str], ...] = (
+    ("instrument", "instrument_symbol_key"),
+    ("instrument", "instrument_symbol_format"),
+    ("instrument", "instrument_assets_differ"),
+    ("instrument", "instrument_status_valid"),
+    ("instrument", "instrument_sizes_positive"),
+    ("instrument", "instrument_lot_exact"),
+    ("instrument", "instrument_notional_exact"),
+    ("instrument", "instrument_fee_rates_valid"),
+    ("instrument", "instrument_seq_non_negative"),
+    ("orders", "orders_customer_client_order_id_key"),
+    ("orders", "orders_client_order_id_format"),
+    ("orders", "orders_side_valid"),
+    ("orders", "orders_type_valid"),
+    ("orders", "orders_time_in_force_valid"),
+    ("orders", "orders_self_trade_prevention_valid"),
+    ("orders", "orders_status_valid"),
+    ("orders", "orders_price_matches_type"),
+    ("orders", "orders_quantities_valid"),
+    ("orders", "orders_status_matches_fill"),
+    ("orders", "orders_reason_matches_status"),
+    ("orders", "orders_only_gtc_limit_rests"),
+    ("orders", "orders_post_only_gtc_limit"),
+    ("orders", "orders_market_not_gtc"),
+    ("trade", "trade_instrument_seq_match_key"),
+    ("trade", "trade_journal_id_key"),
+    ("trade", "trade_taker_side_valid"),
+    ("trade", "trade_amounts_valid"),
+    ("trade", "trade_two_orders"),
+    ("event", "event_pkey"),
+    ("event", "event_kind_valid"),
+    ("event", "event_seq_positive"),
+)
+
+_EXPECTED_CONSTRAINTS = (
+    "(VALUES "
+    + ", ".join(f"('{table}', '{name}')" for table, name in TRADING_CONSTRAINTS)
+    + ") AS expected(tbl, name)"
+)
+
 # What each open order still reserves, per customer and asset (docs/trading.md, "Holds").
 _RESERVATIONS = """
         SELECT o.customer_id,
@@ -137,6 +178,34 @@ INVARIANTS: tuple[Invariant, ...] = (
            AND t.tgname = expected.name
          WHERE t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A')
             OR t.tgfoid IS DISTINCT FROM to_regprocedure(format('trading.%I()', expected.function))
+        """,
+    ),
+    Invariant(
+        "trading_schema_intact",
+        "the trading tables' named constraints exist and are validated, and no rewrite rule,"
+        " inheritance child or trigger besides the guarding ones sits on a trading table",
+        f"""
+        SELECT format('constraint %s on trading.%s %s', expected.name, expected.tbl,
+                      CASE WHEN c.oid IS NULL THEN 'is missing' ELSE 'is not validated' END)
+          FROM {_EXPECTED_CONSTRAINTS}
+          LEFT JOIN pg_constraint c
+            ON c.conrelid = to_regclass(format('trading.%I', expected.tbl))
+           AND c.conname = expected.name
+         WHERE c.oid IS NULL OR NOT c.convalidated
+        UNION ALL
+        SELECT format('rule %s on trading.%s', w.rulename, c.relname)
+          FROM pg_rewrite w JOIN pg_class c ON c.oid = w.ev_class
+         WHERE c.relnamespace = 'trading'::regnamespace AND w.rulename <> '_RETURN'
+        UNION ALL
+        SELECT format('%s inherits from %s', i.inhrelid::regclass, i.inhparent::regclass)
+          FROM pg_inherits i JOIN pg_class c ON c.oid IN (i.inhrelid, i.inhparent)
+         WHERE c.relnamespace = 'trading'::regnamespace
+        UNION ALL
+        SELECT format('unexpected trigger %s on trading.%s', t.tgname, c.relname)
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = 'trading'::regnamespace AND NOT t.tgisinternal
+           AND NOT EXISTS (SELECT FROM {_EXPECTED_TRIGGERS}
+                            WHERE expected.tbl = c.relname AND expected.name = t.tgname)
         """,
     ),
     Invariant(

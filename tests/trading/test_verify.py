@@ -343,3 +343,33 @@ def test_app_role_write_privilege_on_trading_is_reported(
         owner.execute("SET ROLE exchange_owner")
         owner.execute(revoke)
     assert broken(owner) == {}
+
+
+# trading_schema_intact -----------------------------------------------------------------------
+
+
+def test_dropped_trading_constraint_is_reported(admin: psycopg.Connection, traded: Market) -> None:
+    admin.execute("ALTER TABLE trading.orders DROP CONSTRAINT orders_quantities_valid")
+
+    assert broken(admin) == {
+        "trading_schema_intact": ["constraint orders_quantities_valid on trading.orders is missing"]
+    }
+
+
+def test_rule_on_a_trading_table_is_reported(admin: psycopg.Connection, traded: Market) -> None:
+    admin.execute("CREATE RULE hide AS ON INSERT TO trading.event DO INSTEAD NOTHING")
+
+    assert broken(admin) == {"trading_schema_intact": ["rule hide on trading.event"]}
+
+
+def test_extra_trigger_on_a_trading_table_is_reported(
+    admin: psycopg.Connection, traded: Market
+) -> None:
+    admin.execute(
+        "CREATE TRIGGER sneaky BEFORE INSERT ON trading.trade"
+        " FOR EACH ROW EXECUTE FUNCTION trading.instrument_copy_scales()"
+    )
+
+    assert broken(admin) == {
+        "trading_schema_intact": ["unexpected trigger sneaky on trading.trade"]
+    }
