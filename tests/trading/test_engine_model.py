@@ -52,10 +52,11 @@ MARKETS = (
         "min_quantity": D("0"),
         "min_notional": D("0"),
         "maker_fee_rate": D("0"),
-        "taker_fee_rate": D("0.01"),
+        "taker_fee_rate": D("0.012345678901234567891"),
     },
 )
-BASE_SCALE, QUOTE_SCALE = 3, 2
+# The second market's base has the largest scale, where rounding fees up is easiest to get wrong.
+BASE_SCALES, QUOTE_SCALE = (3, 18), 2
 
 _example_numbers = itertools.count(1)
 
@@ -137,9 +138,9 @@ class Pair:
         quote = f"Q{number}"
         service.create_asset(admin, quote, QUOTE_SCALE)
         self.symbols: list[str] = []
-        for index, parameters in enumerate(MARKETS):
+        for index, (parameters, base_scale) in enumerate(zip(MARKETS, BASE_SCALES, strict=True)):
             base = f"B{index}X{number}"
-            service.create_asset(admin, base, BASE_SCALE)
+            service.create_asset(admin, base, base_scale)
             created = instruments.create_instrument(admin, base, quote, **parameters)
             self.model.add_instrument(created)
             self.symbols.append(created.symbol)
