@@ -68,11 +68,17 @@ def pgbench_tps(cluster: Cluster, connections: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def prepare_ledger(cluster: Cluster, customers: int, dbname: str = DBNAME) -> list[int]:
-    """A new migrated database with one asset and `customers` well-funded customers."""
+def _fresh_database(cluster: Cluster, dbname: str) -> None:
+    """An empty database of that name (dropping an earlier run's), migrated to head."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
         conn.execute(f'CREATE DATABASE "{dbname}"')
     migrate.upgrade(cluster.url(dbname))
+
+
+def prepare_ledger(cluster: Cluster, customers: int, dbname: str = DBNAME) -> list[int]:
+    """A new migrated database with one asset and `customers` well-funded customers."""
+    _fresh_database(cluster, dbname)
     with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
         service.create_asset(conn, ASSET, 2)
         ids = [service.create_customer(conn, f"bench-{n}") for n in range(customers)]
@@ -223,10 +229,7 @@ def prepare_engine(
     """A new migrated database with `instruments_count` markets X-USD and funded accounts."""
     from app.trading import instruments
 
-    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    migrate.upgrade(cluster.url(dbname))
+    _fresh_database(cluster, dbname)
     bases = [code for code, _ in ENGINE_ASSETS[:-1]][:instruments_count]
     with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
         for code, scale in ENGINE_ASSETS:

@@ -8,11 +8,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-Side = Literal["buy", "sell"]
-OrderType = Literal["limit", "market"]
-TimeInForce = Literal["GTC", "IOC", "FOK"]
-SelfTradePrevention = Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
-
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market")
 TIMES_IN_FORCE = ("GTC", "IOC", "FOK")

@@ -176,17 +176,3 @@ def _call(conn: psycopg.Connection, symbol: str, payload: str) -> list[dict[str,
         row = conn.execute("SELECT trading.execute(%s, %s::jsonb)", (symbol, payload)).fetchone()
     assert row is not None
     return list(row[0])
-
-
-def submit(
-    conn: psycopg.Connection,
-    symbol: str,
-    command: Command,
-    *,
-    on_retry: Callable[[int, Exception], None] | None = None,
-) -> Result:
-    """One command in its own transaction. A refused command raises TradingError."""
-    (result,) = execute(conn, symbol, [command], on_retry=on_retry)
-    if result.code is not None:
-        raise TradingError(result.code, result.message)
-    return result

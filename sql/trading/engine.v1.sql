@@ -88,6 +88,9 @@ $$;
 CREATE FUNCTION trading.trades_json(p_trade_ids bigint[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    IF cardinality(p_trade_ids) = 0 THEN
+        RETURN '[]';  -- most commands trade nothing: no query
+    END IF;
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'id', t.id, 'seq', t.seq, 'price', t.price::text, 'quantity', t.quantity::text,
@@ -136,8 +139,8 @@ BEGIN
     END IF;
     PERFORM trading.post(
         p_kind, 'order/' || p_order_id,
-        ARRAY[ledger.account_id(p_customer_id, p_asset, 'available'),
-              ledger.account_id(p_customer_id, p_asset, 'held')],
+        trading.customer_accounts(
+            p_customer_id, ARRAY[p_asset, p_asset], ARRAY['available', 'held']),
         ARRAY[p_asset, p_asset],
         ARRAY[-v_sign * p_amount, v_sign * p_amount]);
 END
@@ -289,11 +292,11 @@ $$;
 -- (p_stored false) or a stored order that lost its priority. The taker holds nothing while it
 -- takes (its fills pay from available, which the caller checked covers the whole order); what
 -- is left to rest is held at the end.
--- Returns the ids of every order it changed. A fill-or-kill order that cannot fill completely
--- raises EZ001 for the caller to undo everything.
+-- Returns the ids of every order it changed and of the trades it made. A fill-or-kill order that
+-- cannot fill completely raises EZ001 for the caller to undo everything.
 CREATE FUNCTION trading.take(
     i trading.instrument, t trading.orders, p_seq bigint, p_stored boolean,
-    OUT changed bigint[], OUT trades jsonb
+    OUT changed bigint[], OUT trade_ids bigint[]
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -301,7 +304,6 @@ DECLARE
     v_changed bigint[] := ARRAY[t.id];
     v_taker_accounts bigint[];
     v_fee_accounts bigint[];
-    v_trade_ids bigint[] := '{}';
     v_remaining numeric;
     v_maker_remaining numeric;
     v_quantity numeric;
@@ -377,13 +379,6 @@ BEGIN
             v_maker_fees := v_maker_fees || v_fill.maker_fee;
             v_taker_fees := v_taker_fees || v_fill.taker_fee;
             v_journal_ids := v_journal_ids || v_fill.journal_id;
-            v_trade_ids := v_trade_ids || nextval('trading.trade_id_seq');
-            trades := coalesce(trades, '[]') || jsonb_build_object(
-                'id', v_trade_ids[v_match], 'seq', p_seq, 'price', m.price::text,
-                'quantity', v_quantity::text, 'taker_side', t.side,
-                'maker_account', m.customer_id, 'maker_client_order_id', m.client_order_id,
-                'taker_account', t.customer_id, 'taker_client_order_id', t.client_order_id,
-                'maker_fee', v_fill.maker_fee::text, 'taker_fee', v_fill.taker_fee::text);
         END IF;
     END LOOP;
 
@@ -420,21 +415,26 @@ BEGIN
         OVERRIDING SYSTEM VALUE
         SELECT (t).*;
     END IF;
-    IF v_match > 0 THEN
-        INSERT INTO trading.trade (
-            id, instrument_id, seq, match_number, maker_order_id, taker_order_id, taker_side,
-            price, quantity, maker_fee, taker_fee, journal_id)
-        OVERRIDING SYSTEM VALUE
-        SELECT f.id, i.id, p_seq, f.match_number, f.maker_order_id, t.id, t.side,
-               f.price, f.quantity, f.maker_fee, f.taker_fee, f.journal_id
-          FROM unnest(v_trade_ids, v_maker_ids, v_prices, v_quantities, v_maker_fees,
-                      v_taker_fees, v_journal_ids)
-               WITH ORDINALITY
-               AS f(id, maker_order_id, price, quantity, maker_fee, taker_fee, journal_id,
-                    match_number);
+    -- The trades go in last: they reference the taker's row, which a new order only now has.
+    trade_ids := '{}';
+    IF v_match = 0 THEN
+        changed := v_changed;
+        RETURN;
     END IF;
+    WITH inserted AS (
+        INSERT INTO trading.trade (
+            instrument_id, seq, match_number, maker_order_id, taker_order_id, taker_side,
+            price, quantity, maker_fee, taker_fee, journal_id)
+        SELECT i.id, p_seq, f.match_number, f.maker_order_id, t.id, t.side,
+               f.price, f.quantity, f.maker_fee, f.taker_fee, f.journal_id
+          FROM unnest(v_maker_ids, v_prices, v_quantities, v_maker_fees, v_taker_fees,
+                      v_journal_ids)
+               WITH ORDINALITY
+               AS f(maker_order_id, price, quantity, maker_fee, taker_fee, journal_id,
+                    match_number)
+        RETURNING id)
+    SELECT array_agg(id) INTO trade_ids FROM inserted;
     changed := v_changed;
-    trades := coalesce(trades, '[]');
 END
 $$;
 
@@ -442,19 +442,18 @@ $$;
 -- its trades.
 CREATE FUNCTION trading.finish(
     i trading.instrument, p_seq bigint, p_command jsonb, p_order_id bigint, p_changed bigint[],
-    p_trades jsonb DEFAULT '[]'
+    p_trade_ids bigint[] DEFAULT '{}'
 ) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_orders jsonb;
-    v_trades jsonb;
+    v_trades jsonb := trading.trades_json(p_trade_ids);
 BEGIN
     SELECT coalesce(jsonb_agg(trading.order_json(o)
                               ORDER BY o.customer_id, o.client_order_id COLLATE "C"), '[]')
       INTO v_orders
       FROM trading.orders o
      WHERE o.id = ANY (p_changed);
-    v_trades := p_trades;
     INSERT INTO trading.event (instrument_id, seq, kind, payload)
     VALUES (i.id, p_seq, p_command ->> 'op',
             jsonb_build_object('command', p_command, 'orders', v_orders, 'trades', v_trades));
@@ -480,9 +479,11 @@ LANGUAGE sql STABLE AS $$
         'replayed', p_replayed);
 $$;
 
--- Validation shared by placement and amend (docs/trading.md, steps 6 to 9).
+-- Validation shared by placement and amend (docs/trading.md, steps 6 to 9); an amend also
+-- passes the quantity already filled, which the new quantity must exceed.
 CREATE FUNCTION trading.check_price_quantity(
-    i trading.instrument, p_type text, p_price numeric, p_quantity numeric
+    i trading.instrument, p_type text, p_price numeric, p_quantity numeric,
+    p_filled_quantity numeric DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -496,6 +497,10 @@ BEGIN
         RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^12)',
             coalesce(p_quantity::text, 'null'), i.lot_size
             USING ERRCODE = 'EY004';
+    END IF;
+    IF p_quantity <= p_filled_quantity THEN
+        RAISE EXCEPTION 'quantity % must exceed the % already filled', p_quantity, p_filled_quantity
+            USING ERRCODE = 'EY014';
     END IF;
     IF p_quantity < i.min_quantity THEN
         RAISE EXCEPTION 'quantity % is below the minimum quantity %', p_quantity, i.min_quantity
@@ -609,10 +614,10 @@ BEGIN
             o.status := 'expired';
             o.reason := 'fok_not_filled';
             INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
-            SELECT ARRAY[o.id] AS changed, '[]'::jsonb AS trades INTO v_taken;
+            SELECT ARRAY[o.id] AS changed, '{}'::bigint[] AS trade_ids INTO v_taken;
         END;
     END IF;
-    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trades);
+    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trade_ids);
 END
 $$;
 
@@ -696,21 +701,7 @@ BEGIN
         RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
             USING ERRCODE = 'EY002';
     END IF;
-    IF NOT coalesce(v_price > 0 AND v_price < 1e12 AND mod(v_price, i.tick_size) = 0, false) THEN
-        RAISE EXCEPTION 'price % is not a positive multiple of the tick size % (below 10^12)',
-            v_price, i.tick_size
-            USING ERRCODE = 'EY003';
-    END IF;
-    IF NOT coalesce(v_quantity > 0 AND v_quantity < 1e12 AND mod(v_quantity, i.lot_size) = 0, false) THEN
-        RAISE EXCEPTION 'quantity % is not a positive multiple of the lot size % (below 10^12)',
-            v_quantity, i.lot_size
-            USING ERRCODE = 'EY004';
-    END IF;
-    IF v_quantity <= o.filled_quantity THEN
-        RAISE EXCEPTION 'quantity % must exceed the % already filled', v_quantity, o.filled_quantity
-            USING ERRCODE = 'EY014';
-    END IF;
-    PERFORM trading.check_price_quantity(i, o.type, v_price, v_quantity);
+    PERFORM trading.check_price_quantity(i, o.type, v_price, v_quantity, o.filled_quantity);
 
     IF v_price = o.price AND v_quantity = o.quantity THEN
         RETURN trading.unchanged(o, false);
@@ -737,7 +728,7 @@ BEGIN
     -- Like a new taker, the order holds nothing while it takes: its old hold goes back first.
     PERFORM trading.move_hold('release', o.id, o.customer_id, v_asset, v_reserved_before);
     SELECT * INTO v_taken FROM trading.take(i, o, p_seq, true);
-    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trades);
+    RETURN trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trade_ids);
 END
 $$;
 

@@ -9,8 +9,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from app.ledger.errors import SQLSTATE_CODES as LEDGER_CODES
 from app.trading import engine
 from app.trading.commands import Instrument
+from app.trading.errors import SQLSTATE_CODES as TRADING_CODES
 from app.trading.model import _round_up
 from tests.trading.helpers import (
     D,
@@ -139,3 +141,16 @@ def test_largest_order_settles_below_the_ledgers_bound(
 
     assert [r.code for r in results] == [None, None]
     assert results[1].trades[0].quantity == largest_quantity
+
+
+def test_python_and_sql_name_every_error_code_alike(admin: psycopg.Connection) -> None:
+    """trading.error_code (the codes in batch results) and app.trading.errors (raised errors)
+    are two spellings of one table: they must not drift apart."""
+    expected = {**TRADING_CODES, "EX002": LEDGER_CODES["EX002"]}
+
+    named = {
+        sqlstate: admin.execute("SELECT trading.error_code(%s)", (sqlstate,)).fetchone()[0]
+        for sqlstate in expected
+    }
+
+    assert named == expected
