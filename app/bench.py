@@ -30,8 +30,11 @@ from app.db import run_transaction
 from app.ledger import service
 from app.ledger.errors import LedgerError
 from app.pgcluster import PORT, SUPERUSER, Cluster
+from app.tenancy import keys
+from app.tenancy.context import act_for
 
 DBNAME = "bench"
+BENCH_TENANT = "bench"
 ASSET = "USD"
 FUNDING = Decimal("1000000.00")
 
@@ -76,10 +79,24 @@ def _fresh_database(cluster: Cluster, dbname: str) -> None:
     migrate.upgrade(cluster.url(dbname))
 
 
+def _create_bench_tenant(conn: psycopg.Connection) -> None:
+    """The broker that owns every benchmark customer; `conn` acts for it from now on."""
+    act_for(conn, keys.create_tenant(conn, BENCH_TENANT), transaction_only=False)
+
+
+def _bench_tenant_id(cluster: Cluster, dbname: str) -> int:
+    with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM tenancy.tenant WHERE name = %s", (BENCH_TENANT,))
+        found = row.fetchone()
+    assert found is not None, "the benchmark database has no bench tenant"
+    return int(found[0])
+
+
 def prepare_ledger(cluster: Cluster, customers: int, dbname: str = DBNAME) -> list[int]:
     """A new migrated database with one asset and `customers` well-funded customers."""
     _fresh_database(cluster, dbname)
     with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        _create_bench_tenant(conn)
         service.create_asset(conn, ASSET, 2)
         ids = [service.create_customer(conn, f"bench-{n}") for n in range(customers)]
         for customer_id in ids:
@@ -132,6 +149,7 @@ def ledger_transfers(
     latencies: list[list[float]] = [[] for _ in range(connections)]
     refused = [0] * connections
     retries = [0] * connections
+    tenant_id = _bench_tenant_id(cluster, dbname)
 
     def worker(number: int, ready: Callable[[], object], running: Callable[[], bool]) -> None:
         rng = random.Random(seed * 1000 + number)
@@ -139,7 +157,8 @@ def ledger_transfers(
         def count_retry(attempt: int, error: Exception) -> None:
             retries[number] += 1
 
-        with psycopg.connect(cluster.conninfo(dbname, "exchange_app")) as conn:
+        with psycopg.connect(cluster.conninfo(dbname, "exchange_app"), autocommit=True) as conn:
+            act_for(conn, tenant_id, transaction_only=False)
             ready()
             sequence = 0
             while running():
@@ -232,6 +251,7 @@ def prepare_engine(
     _fresh_database(cluster, dbname)
     bases = [code for code, _ in ENGINE_ASSETS[:-1]][:instruments_count]
     with psycopg.connect(cluster.conninfo(dbname), autocommit=True) as conn:
+        _create_bench_tenant(conn)
         for code, scale in ENGINE_ASSETS:
             service.create_asset(conn, code, scale)
         symbols = [
@@ -333,6 +353,7 @@ def engine_orders(
     refused = [0] * connections
     retries = [0] * connections
     batches = [0] * connections
+    tenant_id = _bench_tenant_id(cluster, dbname)
 
     def worker(number: int, ready: Callable[[], object], running: Callable[[], bool]) -> None:
         rng = random.Random(seed * 1000 + number)
@@ -343,6 +364,7 @@ def engine_orders(
             retries[number] += 1
 
         with psycopg.connect(cluster.conninfo(dbname, "exchange_app"), autocommit=True) as conn:
+            act_for(conn, tenant_id, transaction_only=False)
             ready()
             turn = number
             while running():

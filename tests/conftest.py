@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,14 @@ class ScratchDatabase:
     def url(self, user: str = SUPERUSER) -> str:
         return self.cluster.url(self.name, user)
 
-    def connect(self, user: str = SUPERUSER, *, autocommit: bool = True) -> psycopg.Connection:
-        return psycopg.connect(self.conninfo(user), autocommit=autocommit)
+    def connect(
+        self, user: str = SUPERUSER, *, autocommit: bool = True, tenant: int | None = None
+    ) -> psycopg.Connection:
+        """A connection; with `tenant`, every transaction on it acts for that broker."""
+        conn = psycopg.connect(self.conninfo(user), autocommit=autocommit)
+        if tenant is not None:
+            act_for(conn, tenant)
+        return conn
 
 
 def janitor(cluster: Cluster, dbname: str, **options: object) -> DatabaseJanitor:
@@ -130,17 +137,43 @@ def empty_db(pg_cluster: Cluster) -> Iterator[ScratchDatabase]:
         yield ScratchDatabase(pg_cluster, name)
 
 
-@pytest.fixture
-def admin(db: ScratchDatabase) -> Iterator[psycopg.Connection]:
-    """A superuser connection (autocommit), for setting up what only operators may do."""
+def create_tenant(db: ScratchDatabase, name: str | None = None) -> int:
+    """A new broker (named uniquely unless `name` is given)."""
     with db.connect() as conn:
+        row = conn.execute(
+            "SELECT tenancy.create_tenant(%s)", (name or f"broker-{uuid.uuid4().hex}",)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def act_for(conn: psycopg.Connection, tenant_id: int) -> None:
+    """Make every later transaction on `conn` act for `tenant_id` (tests only: the API sets it
+    with SET LOCAL per transaction)."""
+    conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+    if not conn.autocommit:
+        conn.commit()  # a session setting made in a transaction that rolls back is undone
+
+
+@pytest.fixture
+def tenant(db: ScratchDatabase) -> int:
+    """The broker that the `admin` and `app_conn` connections act for."""
+    return create_tenant(db, "test-broker")
+
+
+@pytest.fixture
+def admin(db: ScratchDatabase, tenant: int) -> Iterator[psycopg.Connection]:
+    """A superuser connection (autocommit), for setting up what only operators may do. It acts
+    for the `tenant` broker, so customers it creates belong to that broker."""
+    with db.connect(tenant=tenant) as conn:
         yield conn
 
 
 @pytest.fixture
-def app_conn(db: ScratchDatabase) -> Iterator[psycopg.Connection]:
-    """A connection as the application role (autocommit): what the application can do."""
-    with db.connect(APP_ROLE) as conn:
+def app_conn(db: ScratchDatabase, tenant: int) -> Iterator[psycopg.Connection]:
+    """A connection as the application role (autocommit), acting for the `tenant` broker: what
+    the application can do for it."""
+    with db.connect(APP_ROLE, tenant=tenant) as conn:
         yield conn
 
 

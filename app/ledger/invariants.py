@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import psycopg
 
+from app.tenancy.schema import TENANCY_TRIGGERS
+
 VIOLATIONS_SHOWN_MAX = 5
 
 # pg_trigger.tgtype is a bit mask: FOR EACH ROW = 1 (without it, FOR EACH STATEMENT), BEFORE = 2,
@@ -148,6 +150,10 @@ APP_ROLE_FUNCTIONS: tuple[str, ...] = (
     "ledger.withdraw(bigint, text, numeric, text, text)",
     "ledger.transfer(bigint, bigint, text, numeric, text, text)",
     "trading.execute(text, jsonb)",
+    "tenancy.create_tenant(text)",
+    "tenancy.create_api_key(bigint, bytea, text[])",
+    "tenancy.revoke_api_key(bigint)",
+    "tenancy.api_key_for(bigint)",
 )
 
 _CONSTRAINT_TYPES = {"check": "c", "foreign key": "f", "primary key": "p", "unique": "u"}
@@ -223,6 +229,11 @@ _EXPECTED_CONSTRAINTS = _values(
 )
 _EXPECTED_NOT_NULL = _values(
     (table, column) for table, columns in LEDGER_NOT_NULL_COLUMNS for column in columns
+)
+_TENANCY_TRIGGERS = (
+    "(VALUES "
+    + ", ".join(f"({_literal(table)}, {_literal(name)})" for table, name, _ in TENANCY_TRIGGERS)
+    + ") AS tenancy(tbl, name)"
 )
 _APP_ROLE_FUNCTIONS = "ARRAY[" + ", ".join(_literal(f) for f in APP_ROLE_FUNCTIONS) + "]"
 
@@ -487,18 +498,19 @@ INVARIANTS: tuple[Invariant, ...] = (
            AND NOT EXISTS (SELECT FROM {_EXPECTED_TRIGGERS}
                             WHERE to_regclass(format('ledger.%I', expected.tbl)) = t.tgrelid
                               AND expected.name = t.tgname)
+           AND NOT EXISTS (SELECT FROM {_TENANCY_TRIGGERS}
+                            WHERE to_regclass(tenancy.tbl) = t.tgrelid
+                              AND tenancy.name = t.tgname)
         """,
     ),
     Invariant(
-        "ledger_tables_have_no_rules_policies_or_children",
-        "no rewrite rule, row-level security policy or inheritance child on a ledger table",
+        "ledger_tables_have_no_rules_or_children",
+        "no rewrite rule or inheritance child on a ledger table (policies: row_security_forced)",
         f"""
         SELECT format('rule %s on %s', w.rulename, r.name)
           FROM pg_rewrite w JOIN ({_LEDGER_RELATIONS}) r ON r.oid = w.ev_class
          WHERE w.rulename <> '_RETURN'
-        UNION ALL
-        SELECT format('row-level security policy %s on %s', p.polname, r.name)
-          FROM pg_policy p JOIN ({_LEDGER_RELATIONS}) r ON r.oid = p.polrelid
+
         UNION ALL
         SELECT format('%s inherits from %s', i.inhrelid::regclass, i.inhparent::regclass)
           FROM pg_inherits i

@@ -26,7 +26,7 @@ from app.db import RetriesExhausted, run_transaction
 from app.ledger import service
 from app.ledger.errors import LedgerError
 from tests.conftest import APP_ROLE, ScratchDatabase
-from tests.ledger.helpers import account_id, assert_invariants_hold, create_asset
+from tests.ledger.helpers import account_id, assert_invariants_hold, create_asset, observer
 
 THREADS = 8
 BARRIER_TIMEOUT_SECONDS = 30
@@ -40,14 +40,18 @@ Work = Callable[[psycopg.Connection], int]
 
 
 def run_threads(
-    db: ScratchDatabase, threads: int, body: Callable[[psycopg.Connection, int], None]
+    db: ScratchDatabase,
+    tenant: int,
+    threads: int,
+    body: Callable[[psycopg.Connection, int], None],
 ) -> None:
     """Runs `body(conn, thread)` on `threads` threads, each with its own application-role
-    connection, all released together by a barrier; re-raises the first thread's failure."""
+    connection acting for `tenant`, all released together by a barrier; re-raises the first
+    thread's failure."""
     barrier = threading.Barrier(threads)
 
     def thread_main(number: int) -> None:
-        with db.connect(APP_ROLE, autocommit=False) as conn:
+        with db.connect(APP_ROLE, autocommit=False, tenant=tenant) as conn:
             barrier.wait(BARRIER_TIMEOUT_SECONDS)
             body(conn, number)
 
@@ -68,7 +72,8 @@ def journal_keys(conn: psycopg.Connection, kind: str | None = None) -> dict[str,
 
 
 def count(conn: psycopg.Connection, query: str, args: tuple[object, ...] = ()) -> int:
-    row = conn.execute(query, args).fetchone()
+    with observer(conn) as observed:
+        row = observed.execute(query, args).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -87,6 +92,7 @@ class Withdrawal:
 @ISOLATION_LEVELS
 def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
     db: ScratchDatabase,
+    tenant: int,
     admin: psycopg.Connection,
     app_conn: psycopg.Connection,
     isolation: psycopg.IsolationLevel,
@@ -129,7 +135,7 @@ def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
             except RetriesExhausted:
                 withdrawal.outcome = "gave up"
 
-    run_threads(db, THREADS, withdraw_all)
+    run_threads(db, tenant, THREADS, withdraw_all)
 
     everything = [w for plan in plans for w in plan]
     succeeded = [w for w in everything if w.outcome == "committed"]
@@ -180,6 +186,7 @@ def test_concurrent_withdrawals_never_overdraw_and_refusals_leave_nothing(
 @ISOLATION_LEVELS
 def test_concurrent_repeats_of_one_idempotency_key_post_one_journal(
     db: ScratchDatabase,
+    tenant: int,
     admin: psycopg.Connection,
     app_conn: psycopg.Connection,
     isolation: psycopg.IsolationLevel,
@@ -199,7 +206,7 @@ def test_concurrent_repeats_of_one_idempotency_key_post_one_journal(
         with lock:
             journal_ids.append(journal_id)
 
-    run_threads(db, THREADS, deposit_once)
+    run_threads(db, tenant, THREADS, deposit_once)
 
     assert len(journal_ids) == THREADS
     assert len(set(journal_ids)) == 1
@@ -262,6 +269,7 @@ def sum_over(records: list[Traffic], attribute: str) -> defaultdict[object, Deci
 def test_random_concurrent_traffic_keeps_every_invariant_and_balances_add_up(
     isolation: psycopg.IsolationLevel,
     db: ScratchDatabase,
+    tenant: int,
     admin: psycopg.Connection,
     app_conn: psycopg.Connection,
     monkeypatch: pytest.MonkeyPatch,
@@ -322,7 +330,7 @@ def test_random_concurrent_traffic_keeps_every_invariant_and_balances_add_up(
                 record.flows[customer, asset] -= amount
                 record.flows[other, asset] += amount
 
-    run_threads(db, THREADS, trade)
+    run_threads(db, tenant, THREADS, trade)
 
     records = [seed, *traffic]
     flows = sum_over(records, "flows")
@@ -362,7 +370,7 @@ def test_random_concurrent_traffic_keeps_every_invariant_and_balances_add_up(
             assert balance.held == 0
             assert balance.available == flows[customer, balance.asset], (customer, balance)
     for asset in ASSETS:
-        row = app_conn.execute(
+        row = admin.execute(
             "SELECT coalesce(sum(balance) FILTER (WHERE customer_id IS NOT NULL), 0),"
             "       coalesce(sum(balance), 0)"
             "  FROM ledger.account WHERE asset = %s",

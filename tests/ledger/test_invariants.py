@@ -244,7 +244,7 @@ def test_fee_account_cannot_go_negative(
 def test_custody_account_may_go_negative(
     owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
 ) -> None:
-    row = app_conn.execute(
+    row = owner.execute(
         "SELECT balance FROM ledger.account WHERE id = %s", (custody(owner, alice),)
     ).fetchone()
 
@@ -360,10 +360,12 @@ def test_trailing_zeros_beyond_the_scale_are_exact_and_accepted(
     assert service.balances(app_conn, alice)[0].available == Decimal("110.00")
 
 
-def test_amounts_are_stored_at_the_asset_scale(app_conn: psycopg.Connection, alice: int) -> None:
+def test_amounts_are_stored_at_the_asset_scale(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int
+) -> None:
     journal_id = service.deposit(app_conn, alice, "USD", Decimal("5.000000"), "d-long")
 
-    rows = app_conn.execute(
+    rows = owner.execute(
         "SELECT amount::text FROM ledger.entry WHERE journal_id = %s ORDER BY amount", (journal_id,)
     ).fetchall()
     assert rows == [("-5.00",), ("5.00",)]

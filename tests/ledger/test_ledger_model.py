@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from app.ledger import service
 from app.ledger.errors import LedgerError
-from tests.conftest import ScratchDatabase
+from tests.conftest import ScratchDatabase, create_tenant
 from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state, refused
 
 SCALES = {"USD": 2, "BTC": 8}
@@ -53,7 +53,7 @@ def test_ledger_matches_the_model(db: ScratchDatabase, operations: list[tuple]) 
             if not admin.execute("SELECT 1 FROM ledger.asset WHERE code = %s", (code,)).fetchone():
                 create_asset(admin, code, scale)
 
-    with db.connect("exchange_app") as conn:
+    with db.connect("exchange_app", tenant=create_tenant(db)) as conn:
         customers = [service.create_customer(conn, f"c{i}") for i in range(CUSTOMERS)]
         model: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
         for number, op in enumerate(operations):
@@ -96,7 +96,7 @@ def test_ledger_matches_the_model(db: ScratchDatabase, operations: list[tuple]) 
 def test_ledger_state_sees_a_new_entry(db: ScratchDatabase) -> None:
     with db.connect() as admin:
         create_asset(admin, "USD", 2)
-    with db.connect("exchange_app") as conn:
+    with db.connect("exchange_app", tenant=create_tenant(db)) as conn:
         customer = service.create_customer(conn, "c")
         before = ledger_state(conn)
         service.deposit(conn, customer, "USD", Decimal("1"), "k")
@@ -107,7 +107,7 @@ def test_ledger_state_sees_a_new_entry(db: ScratchDatabase) -> None:
 def test_refused_fails_when_the_refused_block_changed_the_ledger(db: ScratchDatabase) -> None:
     with db.connect() as admin:
         create_asset(admin, "USD", 2)
-    with db.connect("exchange_app") as conn:
+    with db.connect("exchange_app", tenant=create_tenant(db)) as conn:
         customer = service.create_customer(conn, "c")
 
         with pytest.raises(AssertionError), refused(conn, sqlstate="EX002"):

@@ -9,7 +9,13 @@ import pytest
 
 from app.ledger import service
 from app.ledger.errors import LedgerError
-from tests.ledger.helpers import assert_invariants_hold, create_asset, ledger_state, refused
+from tests.ledger.helpers import (
+    assert_invariants_hold,
+    create_asset,
+    ledger_state,
+    observer,
+    refused,
+)
 
 
 @pytest.fixture
@@ -28,15 +34,17 @@ def bob(app_conn: psycopg.Connection, usd: str) -> int:
 
 
 def journal_legs(conn: psycopg.Connection, journal_id: int) -> list[tuple[str, str, Decimal]]:
-    rows = conn.execute(
+    """Every leg, the exchange's custody side included (which brokers do not see)."""
+    with observer(conn) as observed:
+        rows = observed.execute(
         """
-        SELECT coalesce(a.customer_id::text, 'exchange'), a.bucket, e.amount
-          FROM ledger.entry e JOIN ledger.account a ON a.id = e.account_id
-         WHERE e.journal_id = %s
-         ORDER BY e.amount
-        """,
-        (journal_id,),
-    ).fetchall()
+            SELECT coalesce(a.customer_id::text, 'exchange'), a.bucket, e.amount
+              FROM ledger.entry e JOIN ledger.account a ON a.id = e.account_id
+             WHERE e.journal_id = %s
+             ORDER BY e.amount
+            """,
+            (journal_id,),
+        ).fetchall()
     return [(owner, bucket, amount) for owner, bucket, amount in rows]
 
 
@@ -145,7 +153,7 @@ def test_deposit_of_an_unknown_asset_is_refused_and_creates_no_account(
 
 
 def test_deposit_to_an_unknown_customer_is_refused(app_conn: psycopg.Connection, usd: str) -> None:
-    with refused(app_conn, code="invalid_request"):
+    with refused(app_conn, code="unknown_account"):
         service.deposit(app_conn, 999, "USD", Decimal("1"), "dep-ghost")
 
 

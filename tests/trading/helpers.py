@@ -11,7 +11,7 @@ import psycopg
 from app.ledger import service
 from app.trading import engine, instruments
 from app.trading.commands import Command, Instrument, Place, Result
-from tests.ledger.helpers import LedgerState, ledger_state
+from tests.ledger.helpers import LedgerState, ledger_state, observer
 
 D = Decimal
 
@@ -96,11 +96,12 @@ def balance(conn: psycopg.Connection, account: int, asset: str) -> tuple[Decimal
 
 
 def fee_balance(conn: psycopg.Connection, symbol: str, asset: str) -> Decimal:
-    row = conn.execute(
-        "SELECT coalesce(sum(balance), 0) FROM ledger.account"
-        " WHERE bucket = 'fee' AND label = %s AND asset = %s",
-        (symbol, asset),
-    ).fetchone()
+    with observer(conn) as observed:
+        row = observed.execute(
+            "SELECT coalesce(sum(balance), 0) FROM ledger.account"
+            " WHERE bucket = 'fee' AND label = %s AND asset = %s",
+            (symbol, asset),
+        ).fetchone()
     assert row is not None
     return Decimal(row[0])
 
@@ -134,6 +135,11 @@ class TradingState:
 
 
 def trading_state(conn: psycopg.Connection) -> TradingState:
+    with observer(conn) as observed:
+        return _trading_state(observed)
+
+
+def _trading_state(conn: psycopg.Connection) -> TradingState:
     orders = conn.execute(
         "SELECT id, status, quantity, filled_quantity, price, priority FROM trading.orders"
         " ORDER BY id"

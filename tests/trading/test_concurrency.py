@@ -35,7 +35,7 @@ from app.trading.commands import (
     Result,
 )
 from tests.conftest import APP_ROLE, ScratchDatabase
-from tests.ledger.helpers import assert_invariants_hold
+from tests.ledger.helpers import assert_invariants_hold, observer
 from tests.trading.helpers import book, create_market, funded_account
 
 D = Decimal
@@ -334,13 +334,14 @@ def check_result(symbol: str, command: Command, result: Result, record: Record) 
 
 
 def count(conn: psycopg.Connection, query: str, args: tuple[object, ...] = ()) -> int:
-    row = conn.execute(query, args).fetchone()
+    with observer(conn) as observed:
+        row = observed.execute(query, args).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def test_random_concurrent_trading_on_shared_accounts_keeps_every_invariant(
-    db: ScratchDatabase, admin: psycopg.Connection, app_conn: psycopg.Connection
+    db: ScratchDatabase, admin: psycopg.Connection, app_conn: psycopg.Connection, tenant: int
 ) -> None:
     for m in MARKETS:
         create_market(admin, m.base, m.quote, **m.parameters)
@@ -358,7 +359,7 @@ def test_random_concurrent_trading_on_shared_accounts_keeps_every_invariant(
             record.attempts_max = max(record.attempts_max, attempt + 1)
 
         try:
-            with db.connect(APP_ROLE) as conn:
+            with db.connect(APP_ROLE, tenant=tenant) as conn:
                 barrier.wait(BARRIER_TIMEOUT_SECONDS)
                 deadline = time.monotonic() + SECONDS
                 while time.monotonic() < deadline:
@@ -409,7 +410,7 @@ def test_random_concurrent_trading_on_shared_accounts_keeps_every_invariant(
     # Money is conserved per asset: customers' available + held and the fee accounts hold
     # exactly what was deposited, and custody owes exactly that.
     for asset, amount in FUNDING.items():
-        row = app_conn.execute(
+        row = admin.execute(
             "SELECT coalesce(sum(balance) FILTER (WHERE bucket IN ('available', 'held')), 0),"
             "       coalesce(sum(balance) FILTER (WHERE bucket = 'fee'), 0),"
             "       coalesce(sum(balance) FILTER (WHERE bucket = 'custody'), 0)"
@@ -444,7 +445,7 @@ def test_random_concurrent_trading_on_shared_accounts_keeps_every_invariant(
     assert count(app_conn, "SELECT count(*) FROM trading.trade") == trades
     events = {
         (symbol, seq)
-        for symbol, seq in app_conn.execute(
+        for symbol, seq in admin.execute(
             "SELECT i.symbol, e.seq FROM trading.event e"
             " JOIN trading.instrument i ON i.id = e.instrument_id"
         ).fetchall()

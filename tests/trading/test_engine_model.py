@@ -120,9 +120,12 @@ fundings = st.lists(
 
 
 @pytest.fixture
-def connections(db: ScratchDatabase) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
-    """(superuser for set-up and reads, application role for the engine), both autocommit."""
-    with db.connect() as admin, db.connect(APP_ROLE) as app:
+def connections(
+    db: ScratchDatabase, tenant: int
+) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    """(superuser for set-up and reads, application role for the engine), both autocommit and
+    acting for one broker."""
+    with db.connect(tenant=tenant) as admin, db.connect(APP_ROLE, tenant=tenant) as app:
         yield admin, app
 
 

@@ -379,15 +379,22 @@ def test_application_role_cannot_write_trading_tables(
     assert trading_state(admin) == before
 
 
-def test_application_role_can_read_trading_tables(
+def test_application_role_can_read_instruments_and_its_tenants_orders_and_trades(
     app_conn: psycopg.Connection, traded: None
 ) -> None:
     row = app_conn.execute(
         "SELECT (SELECT count(*) FROM trading.instrument), (SELECT count(*) FROM trading.orders),"
-        " (SELECT count(*) FROM trading.trade), (SELECT count(*) FROM trading.event)"
+        " (SELECT count(*) FROM trading.trade)"
     ).fetchone()
 
-    assert row == (1, 2, 1, 2)
+    assert row == (1, 2, 1)
+
+
+def test_application_role_cannot_read_market_events(
+    app_conn: psycopg.Connection, traded: None
+) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app_conn.execute("SELECT count(*) FROM trading.event")
 
 
 def test_application_role_cannot_create_instruments(

@@ -17,8 +17,8 @@ import pytest
 from app.pgcluster import Cluster
 from app.trading.commands import Amend, Cancel, CancelAll, Command, Instrument, Place, Result
 from app.trading.instruments import set_status
-from tests.conftest import APP_ROLE, OWNER_ROLE, ScratchDatabase, janitor
-from tests.ledger.helpers import assert_invariants_hold
+from tests.conftest import APP_ROLE, OWNER_ROLE, ScratchDatabase, create_tenant, janitor
+from tests.ledger.helpers import assert_invariants_hold, observer
 from tests.trading.helpers import (
     D,
     assert_refused,
@@ -112,7 +112,8 @@ def trade_count(conn: psycopg.Connection) -> int:
 
 
 def event_seqs(conn: psycopg.Connection) -> list[int]:
-    rows = conn.execute("SELECT seq FROM trading.event ORDER BY seq").fetchall()
+    with observer(conn) as observed:
+        rows = observed.execute("SELECT seq FROM trading.event ORDER BY seq").fetchall()
     return [row[0] for row in rows]
 
 
@@ -348,10 +349,10 @@ def test_client_order_id_of_64_printable_characters_is_accepted(
 
 # Each case breaks two consecutive rules of the validation list; the earlier one wins.
 VALIDATION_ORDER: dict[str, tuple[Callable[[int, int], Place], bool, str]] = {
-    "client_order_id_before_unknown_account": (
+    "account_of_another_tenant_before_client_order_id": (
         lambda a, poor: limit(UNKNOWN_ACCOUNT, "", "buy", "1", "100"),
         False,
-        "invalid_order",
+        "unknown_account",
     ),
     "unknown_account_before_halted": (
         lambda a, poor: limit(UNKNOWN_ACCOUNT, "o1", "buy", "1", "100"),
@@ -788,7 +789,7 @@ def test_fees_are_rounded_up_to_the_asset_scale(
 
 
 def test_every_trade_journal_sums_to_zero_per_asset_without_zero_legs(
-    app_conn: psycopg.Connection, alice: int, bob: int, carol: int
+    admin: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int, carol: int
 ) -> None:
     ok(app_conn, limit(bob, "b1", "sell", "1", "100"))
     ok(app_conn, limit(carol, "c1", "sell", "1", "100.5"))
@@ -796,7 +797,7 @@ def test_every_trade_journal_sums_to_zero_per_asset_without_zero_legs(
     ok(app_conn, limit(carol, "c2", "buy", "1", "99"))
     ok(app_conn, market(bob, "b2", "sell", "0.5"))
 
-    rows = app_conn.execute(
+    rows = admin.execute(
         """
         SELECT t.id, e.asset, sum(e.amount), count(*), bool_or(e.amount = 0)
           FROM trading.trade t JOIN ledger.journal j ON j.id = t.journal_id
@@ -1603,14 +1604,14 @@ def test_refused_and_unchanging_commands_consume_no_sequence_number(
 
 
 def test_each_event_records_its_command_orders_and_trades(
-    app_conn: psycopg.Connection, alice: int, bob: int
+    admin: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
 ) -> None:
     ok(app_conn, limit(alice, "a1", "buy", "1", "100"))
     ok(app_conn, limit(bob, "b1", "sell", "1", "100"))
     ok(app_conn, limit(bob, "b2", "sell", "1", "101"))
     ok(app_conn, Cancel(bob, "b2"))
 
-    rows = app_conn.execute(
+    rows = admin.execute(
         """
         SELECT seq, kind, payload -> 'command' ->> 'client_order_id',
                jsonb_array_length(payload -> 'orders'), jsonb_array_length(payload -> 'trades')
@@ -1699,6 +1700,11 @@ def session(admin: psycopg.Connection, app: psycopg.Connection) -> tuple[list[in
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
+    with observer(conn) as observed:
+        return _snapshot(observed)
+
+
+def _snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     orders = conn.execute(
         """
         SELECT customer_id, client_order_id, side, type, price, quantity, filled_quantity,
@@ -1735,7 +1741,11 @@ def test_the_same_commands_on_two_fresh_databases_give_the_same_market(
     admin: psycopg.Connection, app_conn: psycopg.Connection, replica: ScratchDatabase
 ) -> None:
     first = play(admin, app_conn)
-    with replica.connect() as owner, replica.connect(APP_ROLE) as app:
+    broker = create_tenant(replica, "test-broker")
+    with (
+        replica.connect(tenant=broker) as owner,
+        replica.connect(APP_ROLE, tenant=broker) as app,
+    ):
         second = play(owner, app)
 
     assert first == second
@@ -1753,7 +1763,11 @@ def test_replaying_the_event_log_in_sequence_order_rebuilds_the_market(
     original = snapshot(app_conn)
     logged = [command_from_event(payload) for _, _, payload in original["events"]]
 
-    with replica.connect() as owner, replica.connect(APP_ROLE) as app:
+    broker = create_tenant(replica, "test-broker")
+    with (
+        replica.connect(tenant=broker) as owner,
+        replica.connect(APP_ROLE, tenant=broker) as app,
+    ):
         session(owner, app)
         for command in logged:
             ok(app, command)

@@ -1,0 +1,1 @@
+"""Tenants (brokers), API keys and the tenant a transaction acts for."""

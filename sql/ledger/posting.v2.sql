@@ -1,0 +1,72 @@
+-- The customer functions act for a tenant (tenancy.acting_tenant): a customer is created in the
+-- session's tenant, and money moves only on that tenant's customers. Otherwise as in v1.
+
+CREATE OR REPLACE FUNCTION ledger.create_customer(p_external_ref text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tenant_id bigint := tenancy.acting_tenant();
+    v_id bigint;
+BEGIN
+    IF v_tenant_id IS NULL THEN
+        RAISE EXCEPTION 'a customer belongs to a tenant: set app.tenant_id' USING ERRCODE = 'ET001';
+    END IF;
+    INSERT INTO ledger.customer (external_ref, tenant_id) VALUES (p_external_ref, v_tenant_id)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.deposit(
+    p_customer_id bigint, p_asset text, p_amount numeric, p_idempotency_key text,
+    p_reference text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tenancy.check_customer(p_customer_id, tenancy.acting_tenant());
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
+    RETURN ledger.post_journal(
+        'deposit', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
+        ARRAY[ledger.account_id(NULL, p_asset, 'custody', 'customer/' || p_customer_id),
+              ledger.account_id(p_customer_id, p_asset, 'available')],
+        ARRAY[p_asset, p_asset],
+        ARRAY[-p_amount, p_amount]);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.withdraw(
+    p_customer_id bigint, p_asset text, p_amount numeric, p_idempotency_key text,
+    p_reference text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tenancy.check_customer(p_customer_id, tenancy.acting_tenant());
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
+    RETURN ledger.post_journal(
+        'withdrawal', p_reference, 'customer/' || p_customer_id || '/' || p_idempotency_key,
+        ARRAY[ledger.account_id(p_customer_id, p_asset, 'available'),
+              ledger.account_id(NULL, p_asset, 'custody', 'customer/' || p_customer_id)],
+        ARRAY[p_asset, p_asset],
+        ARRAY[-p_amount, p_amount]);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.transfer(
+    p_from_customer_id bigint, p_to_customer_id bigint, p_asset text, p_amount numeric,
+    p_idempotency_key text, p_reference text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tenancy.check_customer(p_from_customer_id, tenancy.acting_tenant());
+    PERFORM tenancy.check_customer(p_to_customer_id, tenancy.acting_tenant());
+    PERFORM ledger.check_customer_request(p_amount, p_idempotency_key, p_reference);
+    IF p_from_customer_id = p_to_customer_id THEN
+        RAISE EXCEPTION 'a transfer needs two different customers' USING ERRCODE = 'EX010';
+    END IF;
+    RETURN ledger.post_journal(
+        'transfer', p_reference, 'customer/' || p_from_customer_id || '/' || p_idempotency_key,
+        ARRAY[ledger.account_id(p_from_customer_id, p_asset, 'available'),
+              ledger.account_id(p_to_customer_id, p_asset, 'available')],
+        ARRAY[p_asset, p_asset],
+        ARRAY[-p_amount, p_amount]);
+END
+$$;

@@ -1,0 +1,74 @@
+-- trading.execute acts for tenants. The API batches commands of several brokers into one call,
+-- so each command may name the tenant it acts for ("tenant"); otherwise the session's tenant
+-- (app.tenant_id) applies, and operators may act without one. A command whose account is not
+-- its tenant's is refused as an unknown account (the same answer as for an account that does
+-- not exist) and never reaches the engine; the others run as before, in order.
+ALTER FUNCTION trading.execute(text, jsonb) RENAME TO execute_commands;
+REVOKE EXECUTE ON FUNCTION trading.execute_commands(text, jsonb) FROM exchange_app;
+
+CREATE FUNCTION trading.execute(p_symbol text, p_commands jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_session_tenant_id bigint := tenancy.current_tenant_id();
+    v_operator boolean := tenancy.is_operator();
+    c jsonb;
+    v_tenant_text text;
+    v_tenant_id bigint;
+    v_account_text text;
+    v_refusals jsonb[] := '{}';  -- per command: NULL when it goes to the engine
+    v_refusal jsonb;
+    v_accepted jsonb := '[]';
+    v_results jsonb;
+    v_merged jsonb := '[]';
+    v_next integer := 0;
+BEGIN
+    IF jsonb_typeof(p_commands) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_commands) NOT BETWEEN 1 AND 1000 THEN
+        RETURN trading.execute_commands(p_symbol, p_commands);  -- raises its batch error
+    END IF;
+    FOR c IN SELECT value FROM jsonb_array_elements(p_commands) LOOP
+        v_refusal := NULL;
+        v_tenant_text := CASE WHEN jsonb_typeof(c) = 'object' THEN c ->> 'tenant' END;
+        v_account_text := CASE WHEN jsonb_typeof(c) = 'object' THEN c ->> 'account' END;
+        IF v_tenant_text IS NOT NULL AND v_tenant_text !~ '^[0-9]{1,18}$' THEN
+            v_refusal := jsonb_build_object(
+                'code', 'invalid_order', 'message', 'tenant must be a positive integer');
+        ELSE
+            v_tenant_id := coalesce(v_tenant_text::bigint, v_session_tenant_id);
+            IF v_tenant_id IS NULL AND NOT v_operator THEN
+                v_refusal := jsonb_build_object(
+                    'code', 'tenant_required',
+                    'message', 'this command acts for no tenant (set app.tenant_id)');
+            ELSIF v_tenant_id IS NOT NULL AND NOT EXISTS (
+                SELECT FROM ledger.customer
+                 WHERE v_account_text ~ '^[0-9]{1,18}$'
+                   AND id = v_account_text::bigint AND tenant_id = v_tenant_id
+            ) THEN
+                v_refusal := jsonb_build_object(
+                    'code', 'unknown_account',
+                    'message', 'unknown account ' || coalesce(left(v_account_text, 40), 'nothing'));
+            END IF;
+        END IF;
+        v_refusals := v_refusals || v_refusal;
+        IF v_refusal IS NULL THEN
+            v_accepted := v_accepted || jsonb_build_array(c);
+        END IF;
+    END LOOP;
+    IF jsonb_array_length(v_accepted) > 0 THEN
+        v_results := trading.execute_commands(p_symbol, v_accepted);
+    ELSIF NOT EXISTS (SELECT FROM trading.instrument WHERE symbol = p_symbol) THEN
+        RAISE EXCEPTION 'unknown instrument %', p_symbol USING ERRCODE = 'EY001';
+    END IF;
+    FOR i IN 1 .. cardinality(v_refusals) LOOP
+        IF v_refusals[i] IS NULL THEN
+            v_merged := v_merged || jsonb_build_array(v_results -> v_next);
+            v_next := v_next + 1;
+        ELSE
+            v_merged := v_merged || jsonb_build_array(v_refusals[i]);
+        END IF;
+    END LOOP;
+    RETURN v_merged;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION trading.execute(text, jsonb) TO exchange_app;
