@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -16,7 +17,10 @@ from app.db import run_transaction
 from app.ledger import service
 from app.ledger.errors import LedgerError
 from app.pgcluster import ClusterError, PostgresNotFound
+from app.reporting import cli as reporting_cli
 from app.runtime import database
+from app.tenancy import keys
+from app.tenancy.errors import TenancyError
 from app.trading import instruments
 from app.trading.commands import Instrument
 from app.trading.errors import TradingError
@@ -61,6 +65,31 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_history(args: argparse.Namespace) -> int:
+    with database(migrate_embedded=False) as urls:
+        current = migrate.current_revision(urls.admin)
+    for revision, title in migrate.revisions():
+        marker = "*" if revision == current else " "
+        print(f"{marker} {revision}  {title}")
+    if current is None:
+        print("(the database is at base: no migration applied)")
+    return 0
+
+
+APP_PASSWORD_VARIABLE = "EXCHANGE_APP_PASSWORD"
+
+
+def cmd_db_set_app_password(args: argparse.Namespace) -> int:
+    password = os.environ.get(APP_PASSWORD_VARIABLE, "")
+    if not password:
+        print(f"error: set {APP_PASSWORD_VARIABLE} to the password", file=sys.stderr)
+        return EXIT_FAILURE
+    with database(migrate_embedded=False) as urls:
+        migrate.set_app_password(urls.admin, password)
+    print(f"password of {migrate.APP_ROLE} set")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     with database() as urls, psycopg.connect(migrate.libpq_url(urls.admin)) as conn:
         found = list(verify.violations(conn))
@@ -84,12 +113,87 @@ def cmd_asset_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_tenant(conn: psycopg.Connection, tenant_id: int) -> None:
+    if conn.execute("SELECT FROM tenancy.tenant WHERE id = %s", (tenant_id,)).fetchone() is None:
+        raise TenancyError("unknown_tenant", f"no tenant {tenant_id}")
+
+
 def cmd_customer_create(args: argparse.Namespace) -> int:
+    def create(conn: psycopg.Connection) -> int:
+        _require_tenant(conn, args.tenant)
+        # ledger.create_customer gives the customer to the tenant this transaction acts for.
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(args.tenant),))
+        return service.create_customer(conn, args.external_ref)
+
     with database() as urls:
-        customer_id = _in_transaction(
-            urls.admin, lambda conn: service.create_customer(conn, args.external_ref)
-        )
+        customer_id = _in_transaction(urls.admin, create)
     print(customer_id)
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    with database() as urls:
+        tenant_id = _in_transaction(urls.admin, lambda conn: keys.create_tenant(conn, args.name))
+    print(tenant_id)
+    return 0
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    query = """
+        SELECT t.id, t.name,
+               (SELECT count(*) FROM ledger.customer c WHERE c.tenant_id = t.id),
+               (SELECT count(*) FROM tenancy.api_key k
+                 WHERE k.tenant_id = t.id AND k.revoked_at IS NULL),
+               to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          FROM tenancy.tenant t ORDER BY t.id
+    """
+    with database() as urls:
+        rows = _in_transaction(urls.admin, lambda conn: conn.execute(query).fetchall())
+    print(f"{'id':>6}  {'name':<30} {'customers':>9} {'keys':>5}  created")
+    for tenant_id, name, customers, active_keys, created in rows:
+        print(f"{tenant_id:>6}  {name:<30} {customers:>9} {active_keys:>5}  {created}")
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    tenant_id = None if args.admin else args.tenant
+    scopes = [keys.ADMIN_SCOPE] if args.admin and not args.scope else list(args.scope or [])
+    with database() as urls:
+        key = _in_transaction(urls.admin, lambda conn: keys.create_key(conn, tenant_id, scopes))
+    owner = "operator" if key.tenant_id is None else f"tenant {key.tenant_id}"
+    print(key.key)  # alone on stdout, so that a script can capture it
+    print(
+        f"api key {key.id} for {owner}, scopes {','.join(key.scopes)}. This is the only time the"
+        " key is shown: only its SHA-256 is kept. Store it now.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    query = """
+        SELECT id, tenant_id, array_to_string(scopes, ','),
+               to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+               to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          FROM tenancy.api_key
+         WHERE %(tenant)s::bigint IS NULL OR tenant_id = %(tenant)s
+         ORDER BY id
+    """
+    with database() as urls:
+        rows = _in_transaction(
+            urls.admin, lambda conn: conn.execute(query, {"tenant": args.tenant}).fetchall()
+        )
+    print(f"{'id':>6}  {'tenant':>8}  {'scopes':<20} {'created':<20}  revoked")
+    for key_id, tenant_id, scopes, created, revoked in rows:
+        owner = "operator" if tenant_id is None else tenant_id
+        print(f"{key_id:>6}  {owner:>8}  {scopes:<20} {created:<20}  {revoked or '-'}")
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    with database() as urls:
+        _in_transaction(urls.admin, lambda conn: keys.revoke_key(conn, args.key_id))
+    print(f"api key {args.key_id} revoked")
     return 0
 
 
@@ -177,12 +281,19 @@ def _cmd_instrument_status(status: str) -> Callable[[argparse.Namespace], int]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.api import create_app
+    from app.api.main import DATABASE_URL_VARIABLE
 
     with database() as urls:
-        app = create_app(migrate.libpq_url(urls.app))
+        os.environ[DATABASE_URL_VARIABLE] = migrate.libpq_url(urls.app)
         print(f"exchange listening on http://{args.host}:{args.port}", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            "app.api.main:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
     return 0
 
 
@@ -234,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     downgrade.set_defaults(handler=cmd_db_downgrade)
     db.add_parser("current", help="print the current revision").set_defaults(handler=cmd_db_current)
+    db.add_parser(
+        "history", help="list the revisions, oldest first; '*' marks the database's"
+    ).set_defaults(handler=cmd_db_history)
+    db.add_parser(
+        "set-app-password",
+        help=f"give the {migrate.APP_ROLE} role the password in ${APP_PASSWORD_VARIABLE}"
+        " (hashed before it is sent)",
+    ).set_defaults(handler=cmd_db_set_app_password)
+    reporting_cli.add_grant_finance_parser(db)
+
+    reporting_cli.add_report_parser(commands)
 
     commands.add_parser(
         "verify", help="check every invariant (ledger, trading); exit 1 naming the first violation"
@@ -251,8 +373,49 @@ def build_parser() -> argparse.ArgumentParser:
         dest="customer_command", required=True
     )
     customer_create = customer.add_parser("create", help="create a customer; prints its id")
+    customer_create.add_argument(
+        "--tenant", type=int, required=True, metavar="ID", help="the tenant (broker) that owns it"
+    )
     customer_create.add_argument("--external-ref", required=True)
     customer_create.set_defaults(handler=cmd_customer_create)
+
+    tenant = commands.add_parser("tenant", help="tenants (brokers)").add_subparsers(
+        dest="tenant_command", required=True
+    )
+    tenant_create = tenant.add_parser("create", help="create a tenant; prints its id")
+    tenant_create.add_argument("name", help="unique, 1 to 200 characters")
+    tenant_create.set_defaults(handler=cmd_tenant_create)
+    tenant.add_parser(
+        "list", help="list tenants with their customers and active API keys"
+    ).set_defaults(handler=cmd_tenant_list)
+
+    apikey = commands.add_parser("apikey", help="API keys").add_subparsers(
+        dest="apikey_command", required=True
+    )
+    apikey_create = apikey.add_parser(
+        "create",
+        help="create a key and print it, once: only its SHA-256 is kept",
+        description="Create an API key: a broker's (--tenant ID with one or more --scope) or an"
+        " operator's (--admin). The key is printed alone on stdout, this one time only.",
+    )
+    owner = apikey_create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--tenant", type=int, metavar="ID", help="the tenant the key acts for")
+    owner.add_argument("--admin", action="store_true", help="an operator key (scope admin)")
+    apikey_create.add_argument(
+        "--scope",
+        action="append",
+        choices=keys.SCOPES,
+        help="a broker key's scope; repeat for several",
+    )
+    apikey_create.set_defaults(handler=cmd_apikey_create)
+    apikey_list = apikey.add_parser("list", help="list API keys (never their secrets)")
+    apikey_list.add_argument("--tenant", type=int, metavar="ID", help="only this tenant's keys")
+    apikey_list.set_defaults(handler=cmd_apikey_list)
+    apikey_revoke = apikey.add_parser(
+        "revoke", help="revoke a key at once (revoking it again changes nothing)"
+    )
+    apikey_revoke.add_argument("key_id", type=int, help="the key's id: xk_<id>_...")
+    apikey_revoke.set_defaults(handler=cmd_apikey_revoke)
 
     for name, operation, text in (
         ("deposit", service.deposit, "credit a customer from custody"),
@@ -325,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     serve.set_defaults(handler=cmd_serve)
     return parser
 
@@ -333,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (LedgerError, TradingError) as error:
+    except (LedgerError, TradingError, TenancyError) as error:
         print(f"error [{error.code}]: {error.message}", file=sys.stderr)
     except (PostgresNotFound, ClusterError, migrate.ConfigurationError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psycopg
 from alembic import command, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy import create_engine, pool
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 OWNER_ROLE = "exchange_owner"
+APP_ROLE = "exchange_app"
 
 
 class ConfigurationError(RuntimeError):
@@ -76,3 +80,27 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def revisions() -> list[tuple[str, str]]:
+    """Every revision, oldest first, with its title: the first paragraph of its docstring."""
+    scripts = ScriptDirectory.from_config(alembic_config("unused"))
+    return [
+        (script.revision, " ".join(script.doc.split()))
+        for script in reversed(list(scripts.walk_revisions()))
+    ]
+
+
+def set_app_password(url: str, password: str) -> None:
+    """Give the application role (created by the migrations with LOGIN but no password) a
+    password. It is hashed here, with the server's password_encryption, so the clear text never
+    reaches the server or its logs."""
+    if not password:
+        raise ConfigurationError("the password is empty")
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        hashed = conn.pgconn.encrypt_password(password.encode(), APP_ROLE.encode())
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(APP_ROLE), sql.Literal(hashed.decode())
+            )
+        )

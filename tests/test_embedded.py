@@ -49,7 +49,10 @@ def test_commands_create_migrate_and_reuse_the_embedded_database(
     embedded_env: dict[str, str],
 ) -> None:
     assert exchange(embedded_env, "asset", "create", "USD", "--scale", "2").returncode == 0
-    created = exchange(embedded_env, "customer", "create", "--external-ref", "alice")
+    tenant = exchange(embedded_env, "tenant", "create", "acme").stdout.strip()
+    created = exchange(
+        embedded_env, "customer", "create", "--tenant", tenant, "--external-ref", "alice"
+    )
     customer = created.stdout.strip()
     deposit = exchange(
         embedded_env,

@@ -154,6 +154,11 @@ APP_ROLE_FUNCTIONS: tuple[str, ...] = (
     "tenancy.create_api_key(bigint, bytea, text[])",
     "tenancy.revoke_api_key(bigint)",
     "tenancy.api_key_for(bigint)",
+    "ledger.create_asset(text, smallint)",
+    "trading.create_instrument(text, text, numeric, numeric, numeric, numeric, numeric, numeric)",
+    "trading.set_instrument_status(text, text)",
+    "marketdata.events_after(text, bigint, integer)",
+    "marketdata.executions_after(text, bigint, integer)",
 )
 
 _CONSTRAINT_TYPES = {"check": "c", "foreign key": "f", "primary key": "p", "unique": "u"}

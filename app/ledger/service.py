@@ -32,9 +32,9 @@ def _positive_amount(amount: Decimal) -> Decimal:
 
 
 def create_asset(conn: psycopg.Connection, code: str, scale: int) -> None:
-    """Operators only: needs the owner's or an administrator's connection."""
+    """Operators only (the CLI's administrator connection, or the API for an operator)."""
     with translated():
-        conn.execute("INSERT INTO ledger.asset (code, scale) VALUES (%s, %s)", (code, scale))
+        conn.execute("SELECT ledger.create_asset(%s, %s::smallint)", (code, scale))
 
 
 def _scalar_id(conn: psycopg.Connection, query: str, args: tuple[object, ...]) -> int:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-# (schema.table, trigger, function) of sql/tenancy/integrity.v1.sql.
+# (schema.table, trigger, function) of sql/tenancy/integrity.v1.sql and of the market events'
+# doorbell (sql/marketdata/streams.v1.sql).
 TENANCY_TRIGGERS: tuple[tuple[str, str, str], ...] = (
     ("ledger.customer", "customer_tenant_immutable", "tenancy.reject_customer_tenant_change"),
     ("ledger.customer", "customer_no_delete", "tenancy.reject_delete"),
     ("tenancy.api_key", "api_key_check_update", "tenancy.check_api_key_update"),
     ("tenancy.api_key", "api_key_no_delete", "tenancy.reject_delete"),
     ("tenancy.tenant", "tenant_no_delete", "tenancy.reject_delete"),
+    ("trading.event", "event_notify", "marketdata.notify_event"),
 )
 
 # Tables whose rows belong to tenants, under FORCE ROW LEVEL SECURITY (sql/tenancy/security.v1.sql),

@@ -93,6 +93,7 @@ class Order:
     self_trade_prevention: str
     priority: int  # the seq of the command that placed it or last took its priority away
     id: int | None = field(default=None, compare=False)  # the database's id; the model has none
+    created_at: str | None = field(default=None, compare=False)  # ISO 8601, from the database
 
     @property
     def remaining_quantity(self) -> Decimal:

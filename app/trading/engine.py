@@ -1,7 +1,8 @@
 """The matching engine's Python side: one database call per batch of commands for an instrument.
 
-`trading.execute` (sql/trading/engine.v1.sql) does the work under a lock on the instrument's
-row. Here: the command and result encoding, the transaction with its retries, and the decoding.
+`trading.execute` (sql/trading/engine.v1.sql, behind the tenant checks of execute.v2.sql) does
+the work under a lock on the instrument's row. Here: the command and result encoding, the
+transaction with its retries, and the decoding.
 
 Isolation: READ COMMITTED, not the SERIALIZABLE the design asked for. Every rule the engine relies
 on is enforced under a lock, never on a snapshot read: an instrument's book, orders and sequence
@@ -115,6 +116,7 @@ def order_from_json(data: dict[str, Any]) -> Order:
         self_trade_prevention=data["self_trade_prevention"],
         priority=data["priority"],
         id=data["id"],
+        created_at=data.get("created_at"),
     )
 
 
@@ -152,16 +154,25 @@ def execute(
     commands: Sequence[Command],
     *,
     on_retry: Callable[[int, Exception], None] | None = None,
+    tenants: Sequence[int] | None = None,
 ) -> list[Result]:
     """Apply commands to one instrument, in order, in one durable transaction; one result each.
 
     A refused command has a `code` and wrote nothing; the others are unaffected. `conn` must not
-    be inside a transaction (the transaction is opened here). Raises TradingError for an unknown
-    instrument or a malformed batch.
+    be inside a transaction (the transaction is opened here). Each command acts for the tenant
+    at its index in `tenants`, else for the session's (`app.tenant_id`): a command naming an
+    account of another tenant is refused as `unknown_account`. Raises TradingError for an
+    unknown instrument or a malformed batch.
     """
     if not 1 <= len(commands) <= BATCH_SIZE_MAX:
         raise TradingError("invalid_batch", f"a batch holds 1 to {BATCH_SIZE_MAX} commands")
-    payload = json.dumps([command_json(command) for command in commands])
+    encoded = [command_json(command) for command in commands]
+    if tenants is not None:
+        if len(tenants) != len(commands):
+            raise ValueError("one tenant per command")
+        for body, tenant in zip(encoded, tenants, strict=True):
+            body["tenant"] = tenant
+    payload = json.dumps(encoded)
     results = run_transaction(
         conn,
         lambda c: _call(c, symbol, payload),

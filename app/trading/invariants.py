@@ -7,6 +7,7 @@ no trigger sees: a disabled trigger, a widened privilege, a hand-edited restore.
 from __future__ import annotations
 
 from app.ledger.invariants import Invariant, app_role_write_privileges
+from app.tenancy.schema import TENANCY_TRIGGERS
 
 # (table in schema trading, trigger, function in schema trading) as sql/trading/integrity.v1.sql
 # defines them.
@@ -22,6 +23,13 @@ TRADING_TRIGGERS: tuple[tuple[str, str, str], ...] = (
     ("instrument", "instrument_no_truncate", "reject_change"),
     ("instrument", "instrument_parameters_immutable", "check_instrument_update"),
     ("instrument", "instrument_copy_scales", "instrument_copy_scales"),
+)
+
+# Triggers that tenancy and market data add to trading tables (checked by tenancy's invariants).
+_TENANCY_TRIGGERS = (
+    "(VALUES "
+    + ", ".join(f"('{table}', '{name}')" for table, name, _ in TENANCY_TRIGGERS)
+    + ") AS tenancy(tbl, name)"
 )
 
 _EXPECTED_TRIGGERS = (
@@ -206,12 +214,16 @@ INVARIANTS: tuple[Invariant, ...] = (
          WHERE c.relnamespace = 'trading'::regnamespace AND NOT t.tgisinternal
            AND NOT EXISTS (SELECT FROM {_EXPECTED_TRIGGERS}
                             WHERE expected.tbl = c.relname AND expected.name = t.tgname)
+           AND NOT EXISTS (SELECT FROM {_TENANCY_TRIGGERS}
+                            WHERE to_regclass(tenancy.tbl) = t.tgrelid
+                              AND tenancy.name = t.tgname)
         """,
     ),
     Invariant(
         "app_role_cannot_write_trading",
         "exchange_app cannot write any trading table, use its sequences, create objects in"
-        " schema trading or execute any trading function but trading.execute",
+        " schema trading or execute any trading function but trading.execute and the operators'"
+        " create_instrument and set_instrument_status (the admin API's)",
         app_role_write_privileges("trading")
         + """
         UNION ALL
@@ -219,7 +231,11 @@ INVARIANTS: tuple[Invariant, ...] = (
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
          WHERE n.nspname = 'trading'
            AND has_function_privilege('exchange_app', p.oid, 'EXECUTE')
-           AND p.oid <> 'trading.execute(text, jsonb)'::regprocedure
+           AND p.oid NOT IN (
+               'trading.execute(text, jsonb)'::regprocedure,
+               'trading.create_instrument(text, text, numeric, numeric, numeric, numeric,'
+               ' numeric, numeric)'::regprocedure,
+               'trading.set_instrument_status(text, text)'::regprocedure)
         """,
     ),
 )

@@ -198,9 +198,11 @@ def test_asset_creation_twice_is_refused(admin: psycopg.Connection, usd: str) ->
     assert caught.value.code == "asset_exists"
 
 
-def test_app_role_cannot_create_assets(app_conn: psycopg.Connection) -> None:
+def test_app_role_cannot_write_assets_directly(app_conn: psycopg.Connection) -> None:
+    # Operators create assets through ledger.create_asset (the admin API's path), never by
+    # writing the table: no UPDATE could change a scale under booked amounts.
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        service.create_asset(app_conn, "EUR", 2)
+        app_conn.execute("INSERT INTO ledger.asset (code, scale) VALUES ('EUR', 2)")
 
 
 def test_amount_of_10_to_the_24_or_more_is_refused(

@@ -1,0 +1,136 @@
+"""Order entry's path to the engine: commands that arrive close together become one engine call.
+
+Each instrument has a lane: a bounded queue and one thread. The thread takes the first waiting
+command, then whatever else arrives within `window_seconds` (up to `batch_size_max`), and applies
+them with one `trading.execute` call acting for each command's tenant. Every request waits for
+its own result, which exists only once the batch has committed durably: a 2xx answer is never
+given for a command that could still be lost. Commands of one instrument keep their arrival
+order; instruments run in parallel.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from psycopg_pool import ConnectionPool
+
+from app.api.problems import Problem
+from app.trading import engine
+from app.trading.commands import Command, Result
+
+SUBMIT_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    command: Command
+    tenant_id: int
+    result: Future[Result]
+
+
+class _Lane:
+    def __init__(self, gateway: OrderGateway, symbol: str) -> None:
+        self.symbol = symbol
+        self.queue: queue.Queue[_Request | None] = queue.Queue(gateway.queue_max)
+        self._gateway = gateway
+        self.thread = threading.Thread(
+            target=self._run, name=f"order-lane-{symbol}", daemon=True
+        )
+        self.thread.start()
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch = [first]
+        deadline = time.monotonic() + self._gateway.window_seconds
+        while len(batch) < self._gateway.batch_size_max:
+            try:
+                timeout = deadline - time.monotonic()
+                item = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch, stopping = self._gather(first)
+            self._apply(batch)
+
+    def _apply(self, batch: list[_Request]) -> None:
+        try:
+            with self._gateway.pool.connection() as conn:
+                results = engine.execute(
+                    conn,
+                    self.symbol,
+                    [r.command for r in batch],
+                    tenants=[r.tenant_id for r in batch],
+                )
+        except Exception as error:  # the whole batch failed: every request hears why
+            for request in batch:
+                request.result.set_exception(error)
+            return
+        for request, result in zip(batch, results, strict=True):
+            request.result.set_result(result)
+
+
+class OrderGateway:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        window_seconds: float,
+        batch_size_max: int,
+        queue_max: int,
+    ) -> None:
+        self.pool = pool
+        self.window_seconds = window_seconds
+        self.batch_size_max = batch_size_max
+        self.queue_max = queue_max
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, symbol: str, command: Command, tenant_id: int) -> Result:
+        """Apply `command` for `tenant_id` and return its result once committed. The symbol must
+        be a known instrument (lanes are never removed)."""
+        request = _Request(command, tenant_id, Future())
+        lane = self._lane(symbol)
+        try:
+            lane.queue.put_nowait(request)
+        except queue.Full:
+            raise Problem(
+                503, "overloaded", f"order entry for {symbol} is saturated; retry shortly",
+                {"Retry-After": "1"},
+            ) from None
+        return request.result.result(timeout=SUBMIT_TIMEOUT_SECONDS)
+
+    def _lane(self, symbol: str) -> _Lane:
+        lane = self._lanes.get(symbol)
+        if lane is not None:
+            return lane
+        with self._lock:
+            if self._closed:
+                raise Problem(503, "overloaded", "the server is shutting down")
+            lane = self._lanes.get(symbol)
+            if lane is None:
+                lane = self._lanes[symbol] = _Lane(self, symbol)
+        return lane
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the lanes."""
+        with self._lock:
+            self._closed = True
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.queue.put(None)
+        for lane in lanes:
+            lane.thread.join()

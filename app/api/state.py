@@ -1,0 +1,104 @@
+"""What every request shares: settings, the connection pool, order entry, rate limits, caches;
+and the unit of work, the one place where a request's transaction commits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from fastapi import Request
+from fastapi.responses import Response
+from psycopg_pool import ConnectionPool
+
+from app.api.gateway import OrderGateway
+from app.api.problems import Problem
+from app.api.ratelimit import RateLimiter
+from app.api.security import KeyCache
+from app.api.settings import ApiSettings
+from app.db import run_transaction
+from app.tenancy.context import act_for
+from app.trading import instruments
+from app.trading.commands import Instrument
+from app.trading.errors import TradingError
+
+T = TypeVar("T")
+
+
+@dataclass
+class InstrumentCache:
+    """Instruments by symbol. Their parameters never change (only their status, which is never
+    read from here), so a cached instrument stays right; an unknown symbol is looked up again."""
+
+    pool: ConnectionPool
+    _known: dict[str, Instrument] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, symbol: str) -> Instrument:
+        found = self._known.get(symbol)
+        if found is not None:
+            return found
+        try:
+            with self.pool.connection() as conn:
+                found = instruments.get_instrument(conn, symbol)
+        except TradingError:
+            raise Problem(404, "unknown_instrument", f"unknown instrument {symbol}") from None
+        with self._lock:
+            self._known[symbol] = found
+        return found
+
+
+@dataclass
+class ExchangeState:
+    settings: ApiSettings
+    pool: ConnectionPool
+    gateway: OrderGateway
+    limiter: RateLimiter
+    key_cache: KeyCache
+    instruments: InstrumentCache
+
+    def run(
+        self,
+        tenant_id: int | None,
+        work: Callable[[psycopg.Connection], T],
+        *,
+        isolation: psycopg.IsolationLevel = psycopg.IsolationLevel.READ_COMMITTED,
+    ) -> T:
+        """`work` in one transaction acting for `tenant_id` (SET LOCAL, so the pooled
+        connection's next borrower starts with no tenant), committed here, retried on
+        deadlock or serialization failure. With tenant_id None the transaction acts for no
+        tenant: row security shows it no tenant's rows."""
+
+        def unit(conn: psycopg.Connection) -> T:
+            if tenant_id is not None:
+                act_for(conn, tenant_id)
+            return work(conn)
+
+        with self.pool.connection() as conn:
+            return run_transaction(conn, unit, isolation=isolation)
+
+
+def exchange(request: Request) -> ExchangeState:
+    state: ExchangeState = request.app.state.exchange
+    return state
+
+
+def _default(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def json_response(data: object, status_code: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    """JSON with decimals as strings (never floats), datetimes in ISO 8601."""
+    return Response(
+        orjson.dumps(data, default=_default),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
