@@ -322,6 +322,24 @@ def cmd_bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from app.bench_api import bench_api
+
+    print(
+        bench_api(
+            args.connections,
+            args.workers,
+            args.instruments,
+            args.seconds,
+            args.runs,
+            args.accounts,
+            args.seed,
+            args.deadlock_timeout,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange",
@@ -358,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     reporting_cli.add_report_parser(commands)
 
     commands.add_parser(
-        "verify", help="check every invariant (ledger, trading); exit 1 naming the first violation"
+        "verify", help="check every invariant (ledger, trading, tenancy, reporting); exit 1 naming the first"
+        " violation"
     ).set_defaults(handler=cmd_verify)
 
     asset = commands.add_parser("asset", help="assets").add_subparsers(
@@ -484,6 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_engine.add_argument("--deadlock-timeout", default="20ms")
     bench_engine.add_argument("--seed", type=int, default=1)
     bench_engine.set_defaults(handler=cmd_bench_engine)
+    bench_api = bench.add_parser(
+        "api",
+        help="order entry over HTTP (exchange serve on 127.0.0.1) vs the engine directly",
+    )
+    bench_api.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    bench_api.add_argument("--workers", type=int, default=2, help="API processes")
+    bench_api.add_argument("--instruments", type=int, choices=range(1, 5), default=1)
+    bench_api.add_argument("--seconds", type=int, default=10)
+    bench_api.add_argument("--runs", type=int, default=3)
+    bench_api.add_argument("--accounts", type=int, default=1000)
+    bench_api.add_argument("--deadlock-timeout", default="20ms")
+    bench_api.add_argument("--seed", type=int, default=1)
+    bench_api.set_defaults(handler=cmd_bench_api)
 
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
