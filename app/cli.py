@@ -376,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     reporting_cli.add_report_parser(commands)
 
     commands.add_parser(
-        "verify", help="check every invariant (ledger, trading, tenancy, reporting); exit 1 naming the first"
-        " violation"
+        "verify",
+        help="check every invariant (ledger, trading, tenancy, reporting); exit 1 naming the"
+        " first violation",
     ).set_defaults(handler=cmd_verify)
 
     asset = commands.add_parser("asset", help="assets").add_subparsers(
