@@ -1,0 +1,105 @@
+"""Order entry's gateway: concurrent commands for one instrument share engine calls, and each
+request gets its own command's result once the batch has committed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from app.api.gateway import OrderGateway
+from app.trading import engine
+from app.trading.commands import Place, Result
+from tests.conftest import APP_ROLE, ScratchDatabase, create_tenant
+from tests.trading.helpers import create_market, funded_account
+
+THREADS = 16
+
+
+@pytest.fixture
+def pool(db: ScratchDatabase) -> Iterator[ConnectionPool]:
+    with ConnectionPool(db.conninfo(APP_ROLE), min_size=1, max_size=4) as opened:
+        yield opened
+
+
+def order(account: int, number: int, price: str = "100") -> Place:
+    return Place(account, f"o{number}", "buy", "limit", Decimal("0.01"), Decimal(price))
+
+
+def submit_all(gateway: OrderGateway, tenant: int, commands: list[Place]) -> list[Result]:
+    results: list[Result | None] = [None] * len(commands)
+    barrier = threading.Barrier(len(commands))
+
+    def submit(index: int) -> None:
+        barrier.wait(10)
+        results[index] = gateway.submit("BTC-USD", commands[index], tenant)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(commands))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+@pytest.fixture
+def account(admin: psycopg.Connection, app_conn: psycopg.Connection) -> int:
+    create_market(admin)
+    return funded_account(app_conn, USD="100000")
+
+
+def test_concurrent_commands_share_engine_calls_and_each_gets_its_own_result(
+    pool: ConnectionPool, tenant: int, account: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real_execute = engine.execute
+
+    def counted(*args: object, **kwargs: object) -> list[Result]:
+        calls.append(len(args[2]))  # type: ignore[arg-type]
+        return real_execute(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "execute", counted)
+    gateway = OrderGateway(pool, window_seconds=0.05, batch_size_max=100, queue_max=100)
+    try:
+        results = submit_all(gateway, tenant, [order(account, n) for n in range(THREADS)])
+    finally:
+        gateway.close()
+
+    assert [r.order.client_order_id for r in results if r.order] == [
+        f"o{n}" for n in range(THREADS)
+    ]
+    assert sum(calls) == THREADS
+    assert len(calls) < THREADS  # batched
+
+
+def test_a_refused_command_leaves_the_rest_of_its_batch_applied(
+    pool: ConnectionPool, tenant: int, account: int
+) -> None:
+    commands = [order(account, n, price="100.001" if n == 3 else "100") for n in range(8)]
+    gateway = OrderGateway(pool, window_seconds=0.05, batch_size_max=100, queue_max=100)
+    try:
+        results = submit_all(gateway, tenant, commands)
+    finally:
+        gateway.close()
+
+    assert [r.code for r in results] == [None] * 3 + ["invalid_tick_size"] + [None] * 4
+
+
+def test_a_command_of_another_tenant_is_refused_without_touching_the_batch(
+    db: ScratchDatabase, pool: ConnectionPool, tenant: int, account: int
+) -> None:
+    stranger = create_tenant(db)
+    gateway = OrderGateway(pool, window_seconds=0.0, batch_size_max=100, queue_max=100)
+    try:
+        refused = gateway.submit("BTC-USD", order(account, 1), stranger)
+        accepted = gateway.submit("BTC-USD", order(account, 2), tenant)
+    finally:
+        gateway.close()
+
+    assert refused.code == "unknown_account"
+    assert accepted.code is None
