@@ -29,6 +29,12 @@ def _decimal(value: object) -> Decimal:
         raise ValueError("must be a decimal string") from None
 
 
+def decimal_text(value: Decimal) -> str:
+    """A decimal as JSON carries it: positional, never in exponent form (str() of the Decimal
+    0E-8, a zero at scale 8, would read "0E-8")."""
+    return format(value, "f")
+
+
 def _storable_text(value: str) -> str:
     """PostgreSQL text holds no NUL and only valid UTF-8 (no lone surrogates)."""
     if "\x00" in value:

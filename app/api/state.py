@@ -38,6 +38,10 @@ class InstrumentCache:
     _known: dict[str, Instrument] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def cached(self, symbol: str) -> Instrument | None:
+        """The instrument if known already, without any I/O (for the event loop)."""
+        return self._known.get(symbol)
+
     def get(self, symbol: str) -> Instrument:
         found = self._known.get(symbol)
         if found is not None:
@@ -82,14 +86,15 @@ class ExchangeState:
             return run_transaction(conn, unit, isolation=isolation)
 
 
-def exchange(request: Request) -> ExchangeState:
+async def exchange(request: Request) -> ExchangeState:
+    # async: no I/O, so no thread hop (FastAPI runs a plain `def` dependency in its pool).
     state: ExchangeState = request.app.state.exchange
     return state
 
 
 def _default(value: object) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # positional: never "0E-8"
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 

@@ -14,10 +14,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_files("tenancy/operators.v1.sql", "marketdata/streams.v1.sql", as_owner=True)
+    run_sql_files(
+        "tenancy/operators.v1.sql",
+        "marketdata/streams.v1.sql",
+        "marketdata/book.v1.sql",
+        as_owner=True,
+    )
 
 
 def downgrade() -> None:
     run_sql_files(
-        "marketdata/streams.v1.down.sql", "tenancy/operators.v1.down.sql", as_owner=True
+        "marketdata/book.v1.down.sql",
+        "marketdata/streams.v1.down.sql",
+        "tenancy/operators.v1.down.sql",
+        as_owner=True,
     )

@@ -11,7 +11,17 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, StringConstraints
 
 from app.api.problems import Problem
-from app.api.schemas import Body, Cursor, DecimalString, IdPath, Limit, Page, Text, page
+from app.api.schemas import (
+    Body,
+    Cursor,
+    DecimalString,
+    IdPath,
+    Limit,
+    Page,
+    Text,
+    decimal_text,
+    page,
+)
 from app.api.security import require
 from app.api.state import ExchangeState, exchange, json_response
 from app.ledger import service
@@ -173,9 +183,9 @@ def balances(account_id: IdPath, principal: Reader, state: State) -> Response:
         return [
             {
                 "asset": b.asset,
-                "available": str(b.available),
-                "held": str(b.held),
-                "total": str(b.total),
+                "available": decimal_text(b.available),
+                "held": decimal_text(b.held),
+                "total": decimal_text(b.total),
             }
             for b in service.balances(conn, account_id)
         ]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.api.problems import Problem
-from app.api.schemas import Body, DecimalString, IdPath, Text
+from app.api.schemas import Body, DecimalString, IdPath, Text, decimal_text
 from app.api.security import require
 from app.api.state import ExchangeState, exchange, json_response
 from app.ledger import service
@@ -92,12 +92,12 @@ def instrument_json(i: Instrument) -> dict[str, object]:
         "quote": i.quote,
         "base_scale": i.base_scale,
         "quote_scale": i.quote_scale,
-        "tick_size": str(i.tick_size),
-        "lot_size": str(i.lot_size),
-        "min_quantity": str(i.min_quantity),
-        "min_notional": str(i.min_notional),
-        "maker_fee_rate": str(i.maker_fee_rate),
-        "taker_fee_rate": str(i.taker_fee_rate),
+        "tick_size": decimal_text(i.tick_size),
+        "lot_size": decimal_text(i.lot_size),
+        "min_quantity": decimal_text(i.min_quantity),
+        "min_notional": decimal_text(i.min_notional),
+        "maker_fee_rate": decimal_text(i.maker_fee_rate),
+        "taker_fee_rate": decimal_text(i.taker_fee_rate),
         "status": i.status,
     }
 

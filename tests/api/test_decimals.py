@@ -1,0 +1,41 @@
+"""Decimals leave the API positional, as exact as the database holds them."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import create_market, funded_account, new_broker, place
+
+
+def test_a_zero_balance_at_scale_8_reads_as_zeros_not_exponent_form(client: TestClient) -> None:
+    create_market(client)
+    broker = new_broker(client, "acme")
+    account = funded_account(client, broker, BTC="1.5")
+    withdrawal = client.post(
+        f"/v1/accounts/{account}/withdrawals",
+        json={"asset": "BTC", "amount": "1.5"},
+        headers={**broker.headers, "Idempotency-Key": "all-out"},
+    )
+    assert withdrawal.status_code == 201
+
+    balances = client.get(f"/v1/accounts/{account}/balances", headers=broker.headers).json()
+
+    assert balances[0]["available"] == "0.00000000"
+
+
+def test_a_filled_orders_remaining_quantity_reads_positionally(client: TestClient) -> None:
+    create_market(client, tick_size="100", lot_size="0.00000001", min_quantity="0.00000001")
+    maker, taker = new_broker(client, "maker"), new_broker(client, "taker")
+    seller = funded_account(client, maker, BTC="1")
+    buyer = funded_account(client, taker, USD="1000")
+    place(
+        client, maker, seller, side="sell", price="100", quantity="0.12345678", client_order_id="s1"
+    )
+
+    bought = place(
+        client, taker, buyer, side="buy", price="100", quantity="0.12345678", client_order_id="b1"
+    )
+
+    assert bought["status"] == "filled"
+    assert "E" not in bought["remaining_quantity"]
+    assert bought["fills"][0]["fee"] == "0.00024692"
