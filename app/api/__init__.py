@@ -90,4 +90,4 @@ def _include_routers(app: FastAPI) -> None:
     for module_info in sorted(pkgutil.iter_modules(routers.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{routers.__name__}.{module_info.name}")
         if hasattr(module, "router"):
-            app.include_router(module.router)
+            app.include_router(module.router, responses=problems.OPENAPI_RESPONSES)

@@ -16,6 +16,26 @@ from app.tenancy.errors import TenancyError
 from app.trading.errors import TradingError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string", "description": "/problems/<code>"},
+        "title": {"type": "string", "description": "the HTTP status' phrase"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what happened, for people"},
+        "code": {"type": "string", "description": "stable, for programs"},
+    },
+    "additionalProperties": False,
+}
+# Any route may refuse a request (authentication, scope, validation, a rule, an unknown object,
+# a rate limit): the OpenAPI document says so for every operation, with the problem's schema.
+OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: a problem document; `code` says why.",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}},
+    },
+}
 
 # HTTP status of each domain error code; anything else refused by a rule is 422.
 STATUS_OF_CODE = {
@@ -107,7 +127,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        # 400: a body that is not JSON (or not UTF-8) at all, refused before validation.
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            error.status_code, "http_error"
+        )
         return problem_response(
             Problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
         )
