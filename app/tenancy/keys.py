@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from app.tenancy.errors import TenancyError, translated
 KEY_PREFIX = "xk"
 SECRET_BYTES = 32
 SCOPES = ("read", "trade", "transfer")
+KEY_ID = re.compile(r"[0-9]{1,18}")
 ADMIN_SCOPE = "admin"
 
 
@@ -88,7 +90,8 @@ def authenticate(conn: psycopg.Connection, key: str) -> Principal | None:
     """The key's principal, or None for a malformed, unknown or revoked key."""
     prefix, _, rest = key.partition("_")
     key_id_text, _, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or not key_id_text.isdigit() or len(key_id_text) > 18 or not secret:
+    # ASCII digits only: str.isdigit() also admits '²', on which int() fails.
+    if prefix != KEY_PREFIX or not KEY_ID.fullmatch(key_id_text) or not secret:
         return None
     row = conn.execute(
         "SELECT tenant_id, secret_sha256, scopes, revoked FROM tenancy.api_key_for(%s)",

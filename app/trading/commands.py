@@ -110,12 +110,13 @@ class Trade:
     price: Decimal
     quantity: Decimal
     taker_side: str
-    maker_account: int
-    maker_client_order_id: str
-    taker_account: int
-    taker_client_order_id: str
-    maker_fee: Decimal  # in the asset the maker receives
-    taker_fee: Decimal  # in the asset the taker receives
+    # A side that is not the acting tenant's shows no account, client order id or fee (None).
+    maker_account: int | None
+    maker_client_order_id: str | None
+    taker_account: int | None
+    taker_client_order_id: str | None
+    maker_fee: Decimal | None  # in the asset the maker receives
+    taker_fee: Decimal | None  # in the asset the taker receives
     id: int | None = field(default=None, compare=False)
 
 

@@ -130,8 +130,8 @@ def trade_from_json(data: dict[str, Any]) -> Trade:
         maker_client_order_id=data["maker_client_order_id"],
         taker_account=data["taker_account"],
         taker_client_order_id=data["taker_client_order_id"],
-        maker_fee=Decimal(data["maker_fee"]),
-        taker_fee=Decimal(data["taker_fee"]),
+        maker_fee=_optional_decimal(data["maker_fee"]),
+        taker_fee=_optional_decimal(data["taker_fee"]),
         id=data["id"],
     )
 

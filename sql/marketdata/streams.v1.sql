@@ -35,7 +35,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The acting tenant's executions: events after p_after that changed one of its orders or made
--- one of its trades, with only those orders and trades (accounts included: they are its own).
+-- one of its trades, with only those orders and only its side of those trades (the other
+-- side's account, client order id and fee are null: trading.tenant_view).
 CREATE FUNCTION marketdata.executions_after(p_symbol text, p_after bigint, p_limit integer)
 RETURNS TABLE (seq bigint, kind text, created_at timestamptz, orders jsonb, trades jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -46,25 +47,22 @@ BEGIN
         RAISE EXCEPTION 'executions belong to a tenant: set app.tenant_id' USING ERRCODE = 'ET001';
     END IF;
     RETURN QUERY
-    SELECT e.seq, e.kind, e.created_at, mine.orders, mine.trades
+    SELECT e.seq, e.kind, e.created_at, seen.v -> 'orders', mine.trades
       FROM trading.event e
       JOIN trading.instrument i ON i.id = e.instrument_id
      CROSS JOIN LATERAL (
-           SELECT (SELECT coalesce(jsonb_agg(o ORDER BY ord), '[]')
-                     FROM jsonb_array_elements(e.payload -> 'orders') WITH ORDINALITY AS x(o, ord)
-                    WHERE (o ->> 'account')::bigint IN (
-                          SELECT c.id FROM ledger.customer c WHERE c.tenant_id = v_tenant_id))
-                  AS orders,
-                  (SELECT coalesce(jsonb_agg(t ORDER BY ord), '[]')
-                     FROM jsonb_array_elements(e.payload -> 'trades') WITH ORDINALITY AS x(t, ord)
-                    WHERE (t ->> 'maker_account')::bigint IN (
-                          SELECT c.id FROM ledger.customer c WHERE c.tenant_id = v_tenant_id)
-                       OR (t ->> 'taker_account')::bigint IN (
-                          SELECT c.id FROM ledger.customer c WHERE c.tenant_id = v_tenant_id))
-                  AS trades
+           SELECT trading.tenant_view(
+                      jsonb_build_object('orders', e.payload -> 'orders',
+                                         'trades', e.payload -> 'trades'),
+                      v_tenant_id) AS v
+       ) AS seen
+     CROSS JOIN LATERAL (
+           SELECT coalesce(jsonb_agg(t ORDER BY n), '[]') AS trades
+             FROM jsonb_array_elements(seen.v -> 'trades') WITH ORDINALITY AS x(t, n)
+            WHERE t ->> 'maker_account' IS NOT NULL OR t ->> 'taker_account' IS NOT NULL
        ) AS mine
      WHERE i.symbol = p_symbol AND e.seq > p_after
-       AND (jsonb_array_length(mine.orders) > 0 OR jsonb_array_length(mine.trades) > 0)
+       AND (jsonb_array_length(seen.v -> 'orders') > 0 OR jsonb_array_length(mine.trades) > 0)
      ORDER BY e.seq
      LIMIT least(greatest(p_limit, 1), 1000);
 END

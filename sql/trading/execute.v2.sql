@@ -1,10 +1,47 @@
 -- trading.execute acts for tenants. The API batches commands of several brokers into one call,
 -- so each command may name the tenant it acts for ("tenant"); otherwise the session's tenant
--- (app.tenant_id) applies, and operators may act without one. A command whose account is not
--- its tenant's is refused as an unknown account (the same answer as for an account that does
--- not exist) and never reaches the engine; the others run as before, in order.
+-- (app.tenant_id) applies, and operators may act without one. A session that acts for a tenant
+-- cannot name another. A command whose account is not its tenant's is refused as an unknown
+-- account (the same answer as for an account that does not exist) and never reaches the engine;
+-- the others run as before, in order. Each result shows its tenant only its own side: orders of
+-- other tenants are left out, and the other side of a trade loses its account, client order id
+-- and fee (the books are anonymous).
 ALTER FUNCTION trading.execute(text, jsonb) RENAME TO execute_commands;
 REVOKE EXECUTE ON FUNCTION trading.execute_commands(text, jsonb) FROM exchange_app;
+
+CREATE FUNCTION trading.tenant_view(p_result jsonb, p_tenant_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_mine bigint[];
+BEGIN
+    IF p_tenant_id IS NULL OR p_result ? 'code' THEN
+        RETURN p_result;
+    END IF;
+    SELECT coalesce(array_agg(c.id), '{}') INTO v_mine
+      FROM ledger.customer c
+     WHERE c.tenant_id = p_tenant_id
+       AND c.id IN (SELECT (o ->> 'account')::bigint
+                      FROM jsonb_array_elements(p_result -> 'orders') AS o
+                    UNION
+                    SELECT (t ->> side)::bigint
+                      FROM jsonb_array_elements(p_result -> 'trades') AS t,
+                           unnest(ARRAY['maker_account', 'taker_account']) AS side);
+    RETURN p_result || jsonb_build_object(
+        'orders', (SELECT coalesce(jsonb_agg(o ORDER BY n), '[]')
+                     FROM jsonb_array_elements(p_result -> 'orders') WITH ORDINALITY AS x(o, n)
+                    WHERE (o ->> 'account')::bigint = ANY (v_mine)),
+        'trades', (SELECT coalesce(jsonb_agg(
+                              CASE WHEN (t ->> 'maker_account')::bigint = ANY (v_mine) THEN t
+                                   ELSE t || '{"maker_account": null, "maker_client_order_id": null,
+                                               "maker_fee": null}'::jsonb END
+                              || CASE WHEN (t ->> 'taker_account')::bigint = ANY (v_mine)
+                                      THEN '{}'::jsonb
+                                      ELSE '{"taker_account": null, "taker_client_order_id": null,
+                                             "taker_fee": null}'::jsonb END
+                              ORDER BY n), '[]')
+                     FROM jsonb_array_elements(p_result -> 'trades') WITH ORDINALITY AS x(t, n)));
+END
+$$;
 
 CREATE FUNCTION trading.execute(p_symbol text, p_commands jsonb) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -16,6 +53,7 @@ DECLARE
     v_tenant_id bigint;
     v_account_text text;
     v_refusals jsonb[] := '{}';  -- per command: NULL when it goes to the engine
+    v_tenants bigint[] := '{}';  -- per command: the tenant it acts for (NULL: an operator)
     v_refusal jsonb;
     v_accepted jsonb := '[]';
     v_results jsonb;
@@ -28,6 +66,7 @@ BEGIN
     END IF;
     FOR c IN SELECT value FROM jsonb_array_elements(p_commands) LOOP
         v_refusal := NULL;
+        v_tenant_id := NULL;
         v_tenant_text := CASE WHEN jsonb_typeof(c) = 'object' THEN c ->> 'tenant' END;
         v_account_text := CASE WHEN jsonb_typeof(c) = 'object' THEN c ->> 'account' END;
         IF v_tenant_text IS NOT NULL AND v_tenant_text !~ '^[0-9]{1,18}$' THEN
@@ -35,7 +74,11 @@ BEGIN
                 'code', 'invalid_order', 'message', 'tenant must be a positive integer');
         ELSE
             v_tenant_id := coalesce(v_tenant_text::bigint, v_session_tenant_id);
-            IF v_tenant_id IS NULL AND NOT v_operator THEN
+            IF v_tenant_id IS DISTINCT FROM coalesce(v_session_tenant_id, v_tenant_id) THEN
+                v_refusal := jsonb_build_object(
+                    'code', 'unknown_account',
+                    'message', 'unknown account ' || coalesce(left(v_account_text, 40), 'nothing'));
+            ELSIF v_tenant_id IS NULL AND NOT v_operator THEN
                 v_refusal := jsonb_build_object(
                     'code', 'tenant_required',
                     'message', 'this command acts for no tenant (set app.tenant_id)');
@@ -50,6 +93,7 @@ BEGIN
             END IF;
         END IF;
         v_refusals := v_refusals || v_refusal;
+        v_tenants := v_tenants || v_tenant_id;
         IF v_refusal IS NULL THEN
             v_accepted := v_accepted || jsonb_build_array(c);
         END IF;
@@ -61,7 +105,8 @@ BEGIN
     END IF;
     FOR i IN 1 .. cardinality(v_refusals) LOOP
         IF v_refusals[i] IS NULL THEN
-            v_merged := v_merged || jsonb_build_array(v_results -> v_next);
+            v_merged := v_merged
+                || jsonb_build_array(trading.tenant_view(v_results -> v_next, v_tenants[i]));
             v_next := v_next + 1;
         ELSE
             v_merged := v_merged || jsonb_build_array(v_refusals[i]);

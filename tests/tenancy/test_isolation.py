@@ -241,3 +241,52 @@ def test_place_named_by_a_broker_for_its_own_customer_is_accepted(
         )
 
     assert result.code is None
+
+
+def test_a_session_acting_for_one_tenant_cannot_name_another_in_a_command(
+    db: ScratchDatabase, brokers: Brokers
+) -> None:
+    command = {
+        "op": "place", "account": brokers.bob, "client_order_id": "b7", "side": "sell",
+        "type": "limit", "price": "100", "quantity": "0.1", "tenant": brokers.b,
+    }  # fmt: skip
+    with app_connection(db, brokers.a) as conn:
+        before = trading_state(conn)
+        row = conn.execute(
+            "SELECT trading.execute(%s, %s::jsonb)", (SYMBOL, psycopg.types.json.Jsonb([command]))
+        ).fetchone()
+        assert row is not None
+        assert [result.get("code") for result in row[0]] == ["unknown_account"]
+        assert trading_state(conn) == before
+
+
+def test_an_engine_result_shows_a_broker_only_its_side_of_a_trade(
+    db: ScratchDatabase, brokers: Brokers
+) -> None:
+    with app_connection(db, brokers.a) as conn:
+        (result,) = engine.execute(conn, SYMBOL, [limit(brokers.alice, "a2", "buy", "0.2", "100")])
+
+    (trade,) = result.trades
+    assert (trade.taker_account, trade.taker_client_order_id) == (brokers.alice, "a2")
+    assert (trade.maker_account, trade.maker_client_order_id, trade.maker_fee) == (None,) * 3
+    assert [o.account for o in result.orders] == [brokers.alice]  # bob's order left out
+
+
+def test_executions_show_a_broker_only_its_side_of_a_trade(
+    db: ScratchDatabase, brokers: Brokers
+) -> None:
+    with app_connection(db, brokers.b) as conn:
+        rows = conn.execute(
+            "SELECT orders, trades FROM marketdata.executions_after(%s, 0, 100) ORDER BY seq",
+            (SYMBOL,),
+        ).fetchall()
+
+    accounts = {o["account"] for orders, _ in rows for o in orders}
+    (trade,) = [t for _, trades in rows for t in trades]
+    assert accounts == {brokers.bob}
+    assert trade["maker_account"] == brokers.bob
+    assert (trade["taker_account"], trade["taker_client_order_id"], trade["taker_fee"]) == (
+        None,
+        None,
+        None,
+    )
