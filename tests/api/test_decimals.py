@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 from fastapi.testclient import TestClient
 
+from app.api.routers.orders import order_json
+from app.trading.commands import Instrument, Order
 from tests.api.conftest import create_market, funded_account, new_broker, place
 
 
@@ -39,3 +44,17 @@ def test_a_filled_orders_remaining_quantity_reads_positionally(client: TestClien
     assert bought["status"] == "filled"
     assert "E" not in bought["remaining_quantity"]
     assert bought["fills"][0]["fee"] == "0.00024692"
+
+
+
+def test_an_engine_timestamp_with_trailing_zeros_trimmed_reads_as_the_stored_one() -> None:
+    # PostgreSQL's JSON writes 08:02:06.73754; the stored column reads 08:02:06.737540.
+    instrument = Instrument("BTC-USD", "BTC", "USD", 8, 6, *(Decimal(0),) * 6)
+    order = Order(
+        1, "o", "buy", "limit", Decimal(1), Decimal(1), Decimal(0), "new", None, "GTC", False,
+        "cancel_newest", 1, id=1, created_at="2026-11-25T08:02:06.73754+00:00",
+    )  # fmt: skip
+
+    created_at = order_json(order, instrument, ())["created_at"]
+
+    assert created_at == datetime(2026, 11, 25, 8, 2, 6, 737540, tzinfo=UTC)

@@ -107,7 +107,7 @@ def _fee_asset(instrument: Instrument, side: str) -> str:
     return instrument.base if side == "buy" else instrument.quote
 
 
-def _order_json(order: Order, instrument: Instrument, trades: tuple[Trade, ...]) -> dict[str, Any]:
+def order_json(order: Order, instrument: Instrument, trades: tuple[Trade, ...]) -> dict[str, Any]:
     """An order from an engine result, with the fills among `trades` that are its own."""
     fills = []
     for trade in trades:
@@ -149,7 +149,8 @@ def _order_json(order: Order, instrument: Instrument, trades: tuple[Trade, ...])
         "time_in_force": order.time_in_force,
         "post_only": order.post_only,
         "self_trade_prevention": order.self_trade_prevention,
-        "created_at": order.created_at,
+        # PostgreSQL's JSON trims trailing zeros of the fraction; parsed, it reads as GET's.
+        "created_at": datetime.fromisoformat(order.created_at) if order.created_at else None,
         "fills": fills,
     }
 
@@ -251,7 +252,7 @@ async def place_order(body: NewOrder, principal: Trader, state: State) -> Respon
         raise for_code(result.code, result.message)
     assert result.order is not None
     return json_response(
-        _order_json(result.order, instrument, result.trades), 200 if result.replayed else 201
+        order_json(result.order, instrument, result.trades), 200 if result.replayed else 201
     )
 
 
