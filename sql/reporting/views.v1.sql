@@ -3,8 +3,18 @@
 -- security's owner_all policy), while finance_reader, which may read only these views, cannot
 -- read any table itself. Nothing here shows an API key.
 -- Amounts are numeric and exact; sums are shown at the asset's scale, at which every amount is
--- exact, so nothing is ever rounded away. Days are UTC calendar days of the row's created_at.
+-- exact, so nothing is ever rounded away. Days are UTC calendar days of the row's booked_at.
 -- The reports in sql/reports/ read only these views.
+--
+-- Booking time (docs/reporting.md, "As of"). "As of T" means: every transaction booked at or
+-- before T, whole. A transaction is booked at the latest ledger.entry.posted_at of its entries,
+-- each stamped under its account's row lock (sql/ledger/posted_at.v1.sql); its journals are those
+-- with its xact_id and created_at (the transaction's start, which all its rows share). A
+-- transaction that touched an account after another one did is booked after it, so a cut at any
+-- T keeps, of each account, a prefix of its history in account_seq order, with every journal that
+-- it depended on, and never part of a transaction. Rows written before migration 0005 have no
+-- stamps: they count as booked at their journal's created_at, as before (they all committed
+-- before any stamped row).
 CREATE SCHEMA reporting;
 
 -- Every amount of an asset is exact at its scale. A sum of nothing but a CASE's ELSE 0 would print
@@ -14,12 +24,30 @@ CREATE VIEW reporting.asset AS
 SELECT code, scale, created_at
   FROM ledger.asset;
 
+-- Every journal with the time its transaction was booked: the latest posted_at of the entries
+-- of every journal of that transaction (without stamps: the journal's created_at).
+CREATE VIEW reporting.journals AS
+WITH posted AS (
+    SELECT journal_id, max(posted_at) AS posted_at
+      FROM ledger.entry
+     GROUP BY journal_id
+)
+SELECT j.id AS journal_id,
+       j.kind,
+       j.reference,
+       j.created_at,
+       coalesce(max(p.posted_at) OVER (PARTITION BY j.xact_id, j.created_at), j.created_at)
+           AS booked_at
+  FROM ledger.journal j
+  JOIN posted p ON p.journal_id = j.id;
+
 -- Every entry with its journal and its account's owner: the base of the "as of" reports, which
--- keep the entries of journals created at or before a point in time.
+-- keep the entries of transactions booked at or before a point in time.
 CREATE VIEW reporting.account_statement AS
 SELECT e.id AS entry_id,
        e.journal_id,
        j.created_at,
+       j.booked_at,
        j.kind,
        j.reference,
        c.tenant_id,
@@ -34,7 +62,7 @@ SELECT e.id AS entry_id,
        e.amount,
        e.balance_after AS running_balance
   FROM ledger.entry e
-  JOIN ledger.journal j ON j.id = e.journal_id
+  JOIN reporting.journals j ON j.journal_id = e.journal_id
   JOIN ledger.account a ON a.id = e.account_id
   LEFT JOIN ledger.customer c ON c.id = a.customer_id
   LEFT JOIN tenancy.tenant tn ON tn.id = c.tenant_id;
@@ -73,6 +101,7 @@ SELECT c.tenant_id,
 CREATE VIEW reporting.trades AS
 SELECT t.id AS trade_id,
        t.created_at,
+       j.booked_at,
        i.symbol AS instrument,
        i.base,
        i.quote,
@@ -98,6 +127,7 @@ SELECT t.id AS trade_id,
        CASE t.taker_side WHEN 'buy' THEN i.base ELSE i.quote END AS taker_fee_asset,
        t.journal_id
   FROM trading.trade t
+  JOIN reporting.journals j ON j.journal_id = t.journal_id
   JOIN trading.instrument i ON i.id = t.instrument_id
   JOIN trading.orders mo ON mo.id = t.maker_order_id
   JOIN ledger.customer mc ON mc.id = mo.customer_id
@@ -111,7 +141,8 @@ SELECT t.id AS trade_id,
 CREATE VIEW reporting.trade_side AS
 SELECT t.trade_id,
        t.created_at,
-       (t.created_at AT TIME ZONE 'UTC')::date AS day,
+       t.booked_at,
+       (t.booked_at AT TIME ZONE 'UTC')::date AS day,
        t.instrument,
        t.base,
        t.quote,
@@ -206,8 +237,34 @@ SELECT c.tenant_id,
 -- Every order's state after each command that changed it, from the immutable market events
 -- (trading.event), with what that state reserved: the as-of reports rebuild the open orders of
 -- any past moment from it.
+-- An event is booked with its transaction: the journals of the engine's transaction on the
+-- instrument (trades; holds and releases, referenced order/<id>) share its created_at. An event
+-- whose transaction posted none takes its created_at. Either way no earlier than the event
+-- before it on the instrument (running maximum in seq order), so a cut keeps a prefix of each
+-- instrument's events, with the journals of the same transactions.
 CREATE VIEW reporting.order_history AS
+WITH engine_journal AS (
+    SELECT t.instrument_id, j.created_at, j.booked_at
+      FROM trading.trade t
+      JOIN reporting.journals j ON j.journal_id = t.journal_id
+    UNION ALL
+    SELECT o.instrument_id, j.created_at, j.booked_at
+      FROM reporting.journals j
+      JOIN trading.orders o ON j.reference = 'order/' || o.id
+     WHERE j.kind IN ('hold', 'release')
+), batch AS (
+    SELECT instrument_id, created_at, max(booked_at) AS booked_at
+      FROM engine_journal
+     GROUP BY instrument_id, created_at
+), booked_event AS (
+    SELECT ev.instrument_id, ev.seq, ev.kind, ev.payload, ev.created_at,
+           max(coalesce(b.booked_at, ev.created_at))
+               OVER (PARTITION BY ev.instrument_id ORDER BY ev.seq) AS booked_at
+      FROM trading.event ev
+      LEFT JOIN batch b ON b.instrument_id = ev.instrument_id AND b.created_at = ev.created_at
+)
 SELECT ev.created_at,
+       ev.booked_at,
        i.symbol AS instrument,
        ev.seq,
        ev.kind AS command,
@@ -228,7 +285,7 @@ SELECT ev.created_at,
                   WHEN o.side = 'buy' THEN o.price * (o.quantity - o.filled_quantity)
                   ELSE o.quantity - o.filled_quantity END,
              CASE o.side WHEN 'buy' THEN i.quote_scale ELSE i.base_scale END) AS reserved
-  FROM trading.event ev
+  FROM booked_event ev
   JOIN trading.instrument i ON i.id = ev.instrument_id
  CROSS JOIN LATERAL jsonb_to_recordset(ev.payload -> 'orders') AS o (
        id bigint, account bigint, client_order_id text, side text, type text, price numeric,
@@ -274,12 +331,24 @@ COMMENT ON SCHEMA reporting IS
 COMMENT ON VIEW reporting.asset IS
     'Assets and their scales: every amount of an asset is exact at its scale (decimal places).';
 
+COMMENT ON VIEW reporting.journals IS
+    'Every journal with the time its transaction was booked: "as of T" reports keep the '
+    'transactions booked at or before T, whole.';
+COMMENT ON COLUMN reporting.journals.created_at IS
+    'Start of the posting transaction (now()); not the order of bookings: do not cut by it.';
+COMMENT ON COLUMN reporting.journals.booked_at IS
+    'When the journal''s transaction was booked: the latest posted_at (taken under each account''s '
+    'row lock) of the entries of all its journals; created_at for journals from before these '
+    'stamps. A transaction that used an account after another is booked after it.';
+
 COMMENT ON VIEW reporting.account_statement IS
     'Account statement: every ledger entry with its journal (time, kind, reference), its account '
     '(bucket, label) and owner (customer, tenant), and the running balance after it. System '
     'accounts (custody, fee) have no customer and no tenant.';
 COMMENT ON COLUMN reporting.account_statement.created_at IS
-    'When the entry''s journal was booked (its transaction''s start); "as of" reports cut here.';
+    'Start of the journal''s transaction (now()); not the order of bookings: do not cut by it.';
+COMMENT ON COLUMN reporting.account_statement.booked_at IS
+    'When the journal''s transaction was booked (reporting.journals); "as of" reports cut here.';
 COMMENT ON COLUMN reporting.account_statement.account_seq IS
     'Position of the entry in its account''s history: 1, 2, 3, ...';
 COMMENT ON COLUMN reporting.account_statement.amount IS 'Signed: positive credits the account.';
@@ -302,6 +371,8 @@ COMMENT ON COLUMN reporting.balances.label IS
 COMMENT ON VIEW reporting.trades IS
     'Every fill with both sides: orders, customers, tenants, and the fee each side paid.';
 COMMENT ON COLUMN reporting.trades.notional IS 'price x quantity, in the quote asset.';
+COMMENT ON COLUMN reporting.trades.booked_at IS
+    'When the trade''s journal was booked (reporting.journals); "as of" reports cut here.';
 COMMENT ON COLUMN reporting.trades.maker_fee IS
     'Paid by the maker, in maker_fee_asset (the asset the maker received).';
 COMMENT ON COLUMN reporting.trades.taker_fee IS
@@ -309,7 +380,7 @@ COMMENT ON COLUMN reporting.trades.taker_fee IS
 
 COMMENT ON VIEW reporting.trade_side IS
     'One row per side (maker, taker) of every trade: who bought or sold, and the fee they paid.';
-COMMENT ON COLUMN reporting.trade_side.day IS 'UTC calendar day of the trade.';
+COMMENT ON COLUMN reporting.trade_side.day IS 'UTC calendar day of the trade''s booked_at.';
 
 COMMENT ON VIEW reporting.fee_revenue IS
     'Fee revenue per UTC day, paying tenant, instrument and fee asset (fees are taken in the '
@@ -329,6 +400,8 @@ COMMENT ON VIEW reporting.open_order_exposure IS
 COMMENT ON VIEW reporting.order_history IS
     'Each order''s state after every command that changed it, from the market events, and what '
     'that state reserved (0 unless open).';
+COMMENT ON COLUMN reporting.order_history.booked_at IS
+    'When the event''s transaction was booked, with its journals; "as of" reports cut here.';
 
 COMMENT ON VIEW reporting.reconciliation IS
     'Reconciliation checks, one row each, status ok or difference (= actual - expected): '

@@ -1,5 +1,6 @@
 -- Balance of every ledger account as of a point in time, from the immutable entries (the sum of
--- the entries of journals booked at or before as_of), with the account's tenant and customer.
+-- the entries of transactions booked at or before as_of: docs/reporting.md, "As of"), with the
+-- account's tenant and customer.
 -- System accounts (custody per customer, fee per instrument) have neither. Accounts without
 -- entries by then are left out.
 --
@@ -25,7 +26,7 @@ SELECT s.tenant, s.customer_id, s.external_ref, s.account_id, s.asset, s.bucket,
        count(*) AS entries
   FROM reporting.account_statement s
  CROSS JOIN p
- WHERE s.created_at <= p.as_of
+ WHERE s.booked_at <= p.as_of
    AND (p.tenant IS NULL OR s.tenant = p.tenant)
  GROUP BY s.tenant, s.customer_id, s.external_ref, s.account_id, s.asset, s.bucket, s.label
  ORDER BY s.tenant NULLS LAST, s.customer_id NULLS LAST, s.asset, s.bucket, s.label;

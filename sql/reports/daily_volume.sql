@@ -1,10 +1,11 @@
 -- Traded volume (base asset) and notional (quote asset) per UTC day, instrument and tenant, from
--- the trades booked after since and at or before as_of. A tenant's volume is what its customers
+-- the trades booked after since and at or before as_of (their journals' booked_at, which also
+-- gives the UTC day: docs/reporting.md, "As of"). A tenant's volume is what its customers
 -- bought plus what they sold; an instrument's market volume is the sum of bought over all
 -- tenants (every trade has one buyer). trades counts the fills the tenant was on a side of.
 --
 -- Variables (psql: -v NAME=VALUE, VALUE written as an SQL literal):
---   since    timestamptz   only trades after it; default: from the first
+--   since    timestamptz   only trades booked after it; default: from the first
 --   as_of    timestamptz   default: now
 --   tenant   text          only this tenant (tenant name); default: all
 --
@@ -39,8 +40,8 @@ SELECT s.day, s.instrument, s.tenant,
        round(sum(s.notional), s.quote_scale) AS notional
   FROM reporting.trade_side s
  CROSS JOIN p
- WHERE s.created_at > p.since
-   AND s.created_at <= p.as_of
+ WHERE s.booked_at > p.since
+   AND s.booked_at <= p.as_of
    AND (p.tenant IS NULL OR s.tenant = p.tenant)
  GROUP BY s.day, s.instrument, s.base_scale, s.quote_scale, s.tenant
  ORDER BY s.day, s.instrument, s.tenant;

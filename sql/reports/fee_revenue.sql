@@ -1,9 +1,10 @@
 -- Fee revenue per UTC day, paying tenant, instrument and fee asset, from the trades booked after
--- since and at or before as_of. Each side of a fill pays its fee in the asset it receives (a
+-- since and at or before as_of (their journals' booked_at, which also gives the UTC day:
+-- docs/reporting.md, "As of"). Each side of a fill pays its fee in the asset it receives (a
 -- buyer in the base asset, a seller in the quote asset), at the maker or the taker rate.
 --
 -- Variables (psql: -v NAME=VALUE, VALUE written as an SQL literal):
---   since    timestamptz   only trades after it; default: from the first
+--   since    timestamptz   only trades booked after it; default: from the first
 --   as_of    timestamptz   default: now
 --   tenant   text          only fees paid by this tenant's customers (tenant name); default: all
 --
@@ -32,8 +33,8 @@ SELECT s.day, s.tenant, s.instrument, s.fee_asset AS asset,
        round(sum(s.fee), s.fee_scale) AS fees
   FROM reporting.trade_side s
  CROSS JOIN p
- WHERE s.created_at > p.since
-   AND s.created_at <= p.as_of
+ WHERE s.booked_at > p.since
+   AND s.booked_at <= p.as_of
    AND (p.tenant IS NULL OR s.tenant = p.tenant)
    AND s.fee <> 0
  GROUP BY s.day, s.tenant, s.instrument, s.fee_asset, s.fee_scale

@@ -1,6 +1,7 @@
 -- Reconciliation as of a point in time: one row per check, status ok or difference (= actual -
--- expected), differences first. From the immutable entries of journals booked at or before
--- as_of, and the market events for the orders then open:
+-- expected), differences first. From the immutable entries of transactions booked at or before
+-- as_of, and the market events booked with them for the orders then open (docs/reporting.md,
+-- "As of"):
 --   running_balance    per account: balance_after of its last entry vs the sum of its entries
 --   held_reservation   per customer and asset: held balance vs what its open orders reserved
 --                      (buy: price x remaining of the quote; sell: remaining base)
@@ -31,14 +32,14 @@ WITH p AS (
            (array_agg(s.running_balance ORDER BY s.account_seq DESC))[1] AS last_balance
       FROM reporting.account_statement s
      CROSS JOIN p
-     WHERE s.created_at <= p.as_of
+     WHERE s.booked_at <= p.as_of
      GROUP BY s.account_id, s.tenant, s.customer_id, s.asset, s.bucket, s.label
 ), orders AS (
     -- Each order's last state at as_of (an order's events are in its instrument's seq order).
     SELECT DISTINCT ON (h.order_id) h.tenant, h.customer_id, h.reserved_asset, h.reserved
       FROM reporting.order_history h
      CROSS JOIN p
-     WHERE h.created_at <= p.as_of
+     WHERE h.booked_at <= p.as_of
      ORDER BY h.order_id, h.seq DESC
 ), reserved AS (
     SELECT tenant, customer_id, reserved_asset AS asset, sum(reserved) AS reserved

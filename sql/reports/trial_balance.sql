@@ -1,6 +1,7 @@
 -- Trial balance per asset, as of a point in time, from the immutable ledger entries: for each
--- asset, the sum of the entries of each bucket, counting only journals booked at or before
--- as_of. total is zero for every asset (custody is minus what customers and fee accounts hold).
+-- asset, the sum of the entries of each bucket, counting only transactions booked at or before
+-- as_of (docs/reporting.md, "As of"). total is zero for every asset (custody is minus what
+-- customers and fee accounts hold).
 --
 -- Variables (psql: -v NAME=VALUE, VALUE written as an SQL literal):
 --   as_of   timestamptz   default: now
@@ -24,6 +25,6 @@ SELECT s.asset,
   FROM reporting.account_statement s
   JOIN reporting.asset a ON a.code = s.asset
  CROSS JOIN p
- WHERE s.created_at <= p.as_of
+ WHERE s.booked_at <= p.as_of
  GROUP BY s.asset, a.scale
  ORDER BY s.asset;

@@ -13,7 +13,7 @@ from tests.reporting.helpers import SYMBOL, phase_1
 D = Decimal
 
 VIEWS = [
-    "account_statement", "asset", "balances", "fee_revenue", "open_order_exposure",
+    "account_statement", "asset", "balances", "fee_revenue", "journals", "open_order_exposure",
     "order_history", "reconciliation", "trade_side", "traded_volume", "trades", "trial_balance",
 ]  # fmt: skip
 
