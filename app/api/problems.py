@@ -11,9 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.ledger.errors import LedgerError
-from app.tenancy.errors import TenancyError
-from app.trading.errors import TradingError
+from app.errors import DomainError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_SCHEMA = {
@@ -114,12 +112,9 @@ def install(app: FastAPI) -> None:
     async def on_problem(request: Request, problem: Problem) -> Response:
         return problem_response(problem)
 
-    @app.exception_handler(LedgerError)
-    @app.exception_handler(TradingError)
-    @app.exception_handler(TenancyError)
-    async def on_domain_error(request: Request, error: Exception) -> Response:
-        code = getattr(error, "code", "invalid_request")
-        return problem_response(for_code(code, getattr(error, "message", str(error))))
+    @app.exception_handler(DomainError)
+    async def on_domain_error(request: Request, error: DomainError) -> Response:
+        return problem_response(for_code(error.code, error.message))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> Response:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
+from app.errors import DomainError, translator
 
 # SQLSTATEs raised by sql/ledger/*.sql (class EX) and the constraints that back them up.
 SQLSTATE_CODES = {
@@ -35,29 +32,9 @@ CONSTRAINT_CODES = {
 }
 
 
-class LedgerError(Exception):
+class LedgerError(DomainError):
     """A refused ledger operation; `code` is stable and machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
-
-def _code_for(error: psycopg.Error) -> str | None:
-    code = SQLSTATE_CODES.get(error.sqlstate or "")
-    if code is None and error.diag.constraint_name:
-        code = CONSTRAINT_CODES.get(error.diag.constraint_name)
-    return code
-
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Re-raise the database's refusals of ledger rules as LedgerError."""
-    try:
-        yield
-    except psycopg.Error as error:
-        code = _code_for(error)
-        if code is None:
-            raise
-        raise LedgerError(code, error.diag.message_primary or str(error)) from error
+translated = translator(LedgerError, SQLSTATE_CODES, CONSTRAINT_CODES)
+"""Re-raise the database's refusals of ledger rules as LedgerError."""

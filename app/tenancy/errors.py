@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
+from app.errors import DomainError, translator
 
 # SQLSTATEs raised by sql/tenancy/*.sql (class ET) and the constraints that back them up.
 SQLSTATE_CODES = {
@@ -20,24 +17,9 @@ CONSTRAINT_CODES = {
 }
 
 
-class TenancyError(Exception):
+class TenancyError(DomainError):
     """A refused tenancy operation; `code` is stable and machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Re-raise the database's refusals of tenancy rules as TenancyError."""
-    try:
-        yield
-    except psycopg.Error as error:
-        code = SQLSTATE_CODES.get(error.sqlstate or "")
-        if code is None and error.diag.constraint_name:
-            code = CONSTRAINT_CODES.get(error.diag.constraint_name)
-        if code is None:
-            raise
-        raise TenancyError(code, error.diag.message_primary or str(error)) from error
+translated = translator(TenancyError, SQLSTATE_CODES, CONSTRAINT_CODES)
+"""Re-raise the database's refusals of tenancy rules as TenancyError."""

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
-
+from app.errors import DomainError, translator
 from app.ledger.errors import SQLSTATE_CODES as LEDGER_SQLSTATE_CODES
 
 # SQLSTATEs raised by sql/trading/*.sql (class EY); trading.error_code() says the same in SQL.
@@ -31,23 +27,10 @@ SQLSTATE_CODES = {
 }
 
 
-class TradingError(Exception):
+class TradingError(DomainError):
     """A refused trading command or operation; `code` is stable and machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Re-raise the database's refusals of trading rules as TradingError."""
-    try:
-        yield
-    except psycopg.Error as error:
-        sqlstate = error.sqlstate or ""
-        code = SQLSTATE_CODES.get(sqlstate) or LEDGER_SQLSTATE_CODES.get(sqlstate)
-        if code is None:
-            raise
-        raise TradingError(code, error.diag.message_primary or str(error)) from error
+# Insufficient funds inside the engine is the ledger's SQLSTATE (EX002).
+translated = translator(TradingError, {**LEDGER_SQLSTATE_CODES, **SQLSTATE_CODES})
+"""Re-raise the database's refusals of trading rules as TradingError."""
