@@ -278,11 +278,32 @@ def _cmd_instrument_status(status: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _listen_without_nagle() -> None:
+    """With --workers N, uvicorn binds the listening socket itself with proto 0, and asyncio
+    sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP: every keep-alive
+    response (headers and body are two writes) then waits ~40 ms for the client's delayed ACK
+    (uvicorn issue #3149). Accepted sockets inherit the listener's TCP_NODELAY on Linux."""
+    import socket
+
+    from uvicorn.config import Config
+
+    bind_socket = Config.bind_socket
+
+    def bind_socket_without_nagle(self: Config) -> socket.socket:
+        sock = bind_socket(self)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    Config.bind_socket = bind_socket_without_nagle  # type: ignore[method-assign]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.main import DATABASE_URL_VARIABLE
 
+    _listen_without_nagle()
     with database() as urls:
         os.environ[DATABASE_URL_VARIABLE] = migrate.libpq_url(urls.app)
         print(f"exchange listening on http://{args.host}:{args.port}", flush=True)

@@ -10,6 +10,7 @@ order; instruments run in parallel.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -102,6 +103,16 @@ class OrderGateway:
     def submit(self, symbol: str, command: Command, tenant_id: int) -> Result:
         """Apply `command` for `tenant_id` and return its result once committed. The symbol must
         be a known instrument (lanes are never removed)."""
+        return self._enqueue(symbol, command, tenant_id).result(timeout=SUBMIT_TIMEOUT_SECONDS)
+
+    async def submit_async(self, symbol: str, command: Command, tenant_id: int) -> Result:
+        """`submit` for the event loop: awaits the result instead of blocking a thread. The
+        command is applied even if the caller stops waiting (shielded: a command queued is
+        never withdrawn, as with `submit`)."""
+        result = asyncio.wrap_future(self._enqueue(symbol, command, tenant_id))
+        return await asyncio.wait_for(asyncio.shield(result), SUBMIT_TIMEOUT_SECONDS)
+
+    def _enqueue(self, symbol: str, command: Command, tenant_id: int) -> Future[Result]:
         request = _Request(command, tenant_id, Future())
         lane = self._lane(symbol)
         try:
@@ -111,7 +122,7 @@ class OrderGateway:
                 503, "overloaded", f"order entry for {symbol} is saturated; retry shortly",
                 {"Retry-After": "1"},
             ) from None
-        return request.result.result(timeout=SUBMIT_TIMEOUT_SECONDS)
+        return request.result
 
     def _lane(self, symbol: str) -> _Lane:
         lane = self._lanes.get(symbol)
