@@ -54,7 +54,7 @@ BEGIN
            SELECT trading.tenant_view(
                       jsonb_build_object('orders', e.payload -> 'orders',
                                          'trades', e.payload -> 'trades'),
-                      v_tenant_id) AS v
+                      v_tenant_id, NULL) AS v
        ) AS seen
      CROSS JOIN LATERAL (
            SELECT coalesce(jsonb_agg(t ORDER BY n), '[]') AS trades

@@ -9,12 +9,21 @@
 ALTER FUNCTION trading.execute(text, jsonb) RENAME TO execute_commands;
 REVOKE EXECUTE ON FUNCTION trading.execute_commands(text, jsonb) FROM exchange_app;
 
-CREATE FUNCTION trading.tenant_view(p_result jsonb, p_tenant_id bigint) RETURNS jsonb
+-- p_account is the command's own account, already known to be the tenant's.
+CREATE FUNCTION trading.tenant_view(p_result jsonb, p_tenant_id bigint, p_account bigint)
+RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_mine bigint[];
 BEGIN
     IF p_tenant_id IS NULL OR p_result ? 'code' THEN
+        RETURN p_result;
+    END IF;
+    -- Most results (an order that rests, a cancel) touch only the command's own account: there
+    -- is nothing to hide, and no need to look accounts up.
+    IF jsonb_array_length(p_result -> 'trades') = 0
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(p_result -> 'orders') AS o
+                        WHERE (o ->> 'account')::bigint IS DISTINCT FROM p_account) THEN
         RETURN p_result;
     END IF;
     SELECT coalesce(array_agg(c.id), '{}') INTO v_mine
@@ -54,6 +63,7 @@ DECLARE
     v_account_text text;
     v_refusals jsonb[] := '{}';  -- per command: NULL when it goes to the engine
     v_tenants bigint[] := '{}';  -- per command: the tenant it acts for (NULL: an operator)
+    v_accounts bigint[] := '{}';  -- per command: its account, when it goes to the engine
     v_refusal jsonb;
     v_accepted jsonb := '[]';
     v_results jsonb;
@@ -94,6 +104,9 @@ BEGIN
         END IF;
         v_refusals := v_refusals || v_refusal;
         v_tenants := v_tenants || v_tenant_id;
+        v_accounts := v_accounts
+            || CASE WHEN v_refusal IS NULL AND v_account_text ~ '^[0-9]{1,18}$'
+                    THEN v_account_text::bigint END;
         IF v_refusal IS NULL THEN
             v_accepted := v_accepted || jsonb_build_array(c);
         END IF;
@@ -106,7 +119,8 @@ BEGIN
     FOR i IN 1 .. cardinality(v_refusals) LOOP
         IF v_refusals[i] IS NULL THEN
             v_merged := v_merged
-                || jsonb_build_array(trading.tenant_view(v_results -> v_next, v_tenants[i]));
+                || jsonb_build_array(
+                       trading.tenant_view(v_results -> v_next, v_tenants[i], v_accounts[i]));
             v_next := v_next + 1;
         ELSE
             v_merged := v_merged || jsonb_build_array(v_refusals[i]);
