@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from app.api.problems import Problem
 from app.trading import engine
-from app.trading.commands import Command, Result
+from app.trading.commands import BATCH_SIZE_MAX, Command, Result
 
 SUBMIT_TIMEOUT_SECONDS = 30.0
 
@@ -64,7 +64,12 @@ class _Lane:
             if first is None:
                 return
             batch, stopping = self._gather(first)
-            self._apply(batch)
+            try:
+                self._apply(batch)
+            except BaseException as error:  # never let the lane die with requests waiting
+                for request in batch:
+                    if not request.result.done():
+                        request.result.set_exception(error)
 
     def _apply(self, batch: list[_Request]) -> None:
         try:
@@ -83,6 +88,18 @@ class _Lane:
             request.result.set_result(result)
 
 
+def _outcome_unknown() -> Problem:
+    # The command is queued and may still commit: the client must not assume either way, and a
+    # resend with the same client_order_id returns the order if it did.
+    return Problem(
+        503,
+        "outcome_unknown",
+        "no answer in time; the command may still be applied: resend it unchanged (same"
+        " client_order_id) to learn its outcome",
+        {"Retry-After": "1"},
+    )
+
+
 class OrderGateway:
     def __init__(
         self,
@@ -92,6 +109,8 @@ class OrderGateway:
         batch_size_max: int,
         queue_max: int,
     ) -> None:
+        if not 1 <= batch_size_max <= BATCH_SIZE_MAX:
+            raise ValueError(f"batch_size_max must be 1 to {BATCH_SIZE_MAX}")
         self.pool = pool
         self.window_seconds = window_seconds
         self.batch_size_max = batch_size_max
@@ -103,14 +122,22 @@ class OrderGateway:
     def submit(self, symbol: str, command: Command, tenant_id: int) -> Result:
         """Apply `command` for `tenant_id` and return its result once committed. The symbol must
         be a known instrument (lanes are never removed)."""
-        return self._enqueue(symbol, command, tenant_id).result(timeout=SUBMIT_TIMEOUT_SECONDS)
+        try:
+            return self._enqueue(symbol, command, tenant_id).result(
+                timeout=SUBMIT_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            raise _outcome_unknown() from None
 
     async def submit_async(self, symbol: str, command: Command, tenant_id: int) -> Result:
         """`submit` for the event loop: awaits the result instead of blocking a thread. The
         command is applied even if the caller stops waiting (shielded: a command queued is
         never withdrawn, as with `submit`)."""
         result = asyncio.wrap_future(self._enqueue(symbol, command, tenant_id))
-        return await asyncio.wait_for(asyncio.shield(result), SUBMIT_TIMEOUT_SECONDS)
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), SUBMIT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise _outcome_unknown() from None
 
     def _enqueue(self, symbol: str, command: Command, tenant_id: int) -> Future[Result]:
         request = _Request(command, tenant_id, Future())
@@ -125,12 +152,16 @@ class OrderGateway:
         return request.result
 
     def _lane(self, symbol: str) -> _Lane:
+        if self._closed:
+            raise Problem(503, "overloaded", "the server is shutting down", {"Retry-After": "1"})
         lane = self._lanes.get(symbol)
         if lane is not None:
             return lane
         with self._lock:
             if self._closed:
-                raise Problem(503, "overloaded", "the server is shutting down")
+                raise Problem(
+                    503, "overloaded", "the server is shutting down", {"Retry-After": "1"}
+                )
             lane = self._lanes.get(symbol)
             if lane is None:
                 lane = self._lanes[symbol] = _Lane(self, symbol)

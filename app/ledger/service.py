@@ -19,6 +19,8 @@ POSTING_ISOLATION = psycopg.IsolationLevel.READ_COMMITTED
 
 @dataclass(frozen=True)
 class Balance:
+    """Amounts at the asset's scale (exact: every amount is), so a zero reads 0.000000 in USD."""
+
     asset: str
     available: Decimal
     held: Decimal
@@ -98,14 +100,15 @@ def transfer(
 def balances(conn: psycopg.Connection, customer_id: int) -> list[Balance]:
     rows = conn.execute(
         """
-        SELECT asset,
-               coalesce(sum(balance) FILTER (WHERE bucket = 'available'), 0),
-               coalesce(sum(balance) FILTER (WHERE bucket = 'held'), 0),
-               sum(balance)
-          FROM ledger.account
-         WHERE customer_id = %s
-         GROUP BY asset
-         ORDER BY asset
+        SELECT a.asset,
+               round(coalesce(sum(a.balance) FILTER (WHERE a.bucket = 'available'), 0), s.scale),
+               round(coalesce(sum(a.balance) FILTER (WHERE a.bucket = 'held'), 0), s.scale),
+               round(sum(a.balance), s.scale)
+          FROM ledger.account a
+          JOIN ledger.asset s ON s.code = a.asset
+         WHERE a.customer_id = %s
+         GROUP BY a.asset, s.scale
+         ORDER BY a.asset
         """,
         (customer_id,),
     ).fetchall()

@@ -46,7 +46,6 @@ def test_a_filled_orders_remaining_quantity_reads_positionally(client: TestClien
     assert bought["fills"][0]["fee"] == "0.00024692"
 
 
-
 def test_an_engine_timestamp_with_trailing_zeros_trimmed_reads_as_the_stored_one() -> None:
     # PostgreSQL's JSON writes 08:02:06.73754; the stored column reads 08:02:06.737540.
     instrument = Instrument("BTC-USD", "BTC", "USD", 8, 6, *(Decimal(0),) * 6)
@@ -58,3 +57,15 @@ def test_an_engine_timestamp_with_trailing_zeros_trimmed_reads_as_the_stored_one
     created_at = order_json(order, instrument, ())["created_at"]
 
     assert created_at == datetime(2026, 11, 25, 8, 2, 6, 737540, tzinfo=UTC)
+
+
+def test_every_balance_reads_at_its_assets_scale_even_when_zero(client: TestClient) -> None:
+    create_market(client)
+    broker = new_broker(client, "acme")
+    account = funded_account(client, broker, USD="7")
+
+    balances = client.get(f"/v1/accounts/{account}/balances", headers=broker.headers).json()
+
+    assert balances == [
+        {"asset": "USD", "available": "7.000000", "held": "0.000000", "total": "7.000000"}
+    ]

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from app.api import gateway as gateway_module
 from app.api.gateway import OrderGateway
+from app.api.problems import Problem
 from app.trading import engine
 from app.trading.commands import Place, Result
 from tests.conftest import APP_ROLE, ScratchDatabase, create_tenant
@@ -103,3 +105,42 @@ def test_a_command_of_another_tenant_is_refused_without_touching_the_batch(
 
     assert refused.code == "unknown_account"
     assert accepted.code is None
+
+
+def test_a_closed_gateway_refuses_at_once(pool: ConnectionPool, tenant: int, account: int) -> None:
+    gateway = OrderGateway(pool, window_seconds=0.0, batch_size_max=10, queue_max=10)
+    gateway.submit("BTC-USD", order(account, 1), tenant)  # the lane exists
+    gateway.close()
+
+    with pytest.raises(Problem) as refused:
+        gateway.submit("BTC-USD", order(account, 2), tenant)
+
+    assert (refused.value.status, refused.value.code) == (503, "overloaded")
+
+
+def test_no_answer_in_time_says_the_outcome_is_unknown_and_the_command_still_applies(
+    pool: ConnectionPool, tenant: int, account: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_module, "SUBMIT_TIMEOUT_SECONDS", 0.05)
+    gateway = OrderGateway(pool, window_seconds=0.5, batch_size_max=10, queue_max=10)
+    try:
+        with pytest.raises(Problem) as unknown:
+            gateway.submit("BTC-USD", order(account, 1), tenant)
+    finally:
+        gateway.close()  # finishes what is queued
+
+    assert (unknown.value.status, unknown.value.code) == (503, "outcome_unknown")
+    with pool.connection() as conn:
+        placed = conn.execute(
+            "SELECT trading.execute('BTC-USD', %s::jsonb)",
+            (
+                f'[{{"op": "cancel", "account": {account}, "client_order_id": "o1",'
+                f' "tenant": {tenant}}}]',
+            ),
+        ).fetchone()
+    assert placed is not None and placed[0][0]["order"]["status"] == "canceled"
+
+
+def test_a_batch_size_beyond_the_engines_is_refused_up_front(pool: ConnectionPool) -> None:
+    with pytest.raises(ValueError, match="batch_size_max"):
+        OrderGateway(pool, window_seconds=0.0, batch_size_max=1001, queue_max=10)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.api.problems import Problem
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/v1/admin", tags=["operators"])
 Operator = Annotated[Principal, Depends(require(ADMIN_SCOPE))]
 State = Annotated[ExchangeState, Depends(exchange)]
 AssetCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,15}$")]
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$"
 
 
 class NewTenant(Body):
@@ -55,7 +56,7 @@ class AssetOut(BaseModel):
 
 
 class NewInstrument(Body):
-    symbol: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$")]
+    symbol: Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
     base: AssetCode
     quote: AssetCode
     tick_size: DecimalString
@@ -156,7 +157,10 @@ def create_instrument(body: NewInstrument, operator: Operator, state: State) -> 
 
 @router.patch("/instruments/{symbol}", response_model=InstrumentOut)
 def set_instrument_status(
-    symbol: str, body: InstrumentStatus, operator: Operator, state: State
+    symbol: Annotated[str, Path(pattern=SYMBOL_PATTERN)],
+    body: InstrumentStatus,
+    operator: Operator,
+    state: State,
 ) -> Response:
     changed = state.run(None, lambda conn: instruments.set_status(conn, symbol, body.status))
     return json_response(instrument_json(changed))
