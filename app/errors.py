@@ -22,9 +22,12 @@ def translator(
     error_class: type[DomainError],
     sqlstate_codes: Mapping[str, str],
     constraint_codes: Mapping[str, str] | None = None,
+    messages: Mapping[str, str] | None = None,
 ) -> Callable[[], AbstractContextManager[None]]:
     """A context manager factory that re-raises the database's refusals as `error_class`: by
-    SQLSTATE first, then by the violated constraint's name. Other errors pass unchanged."""
+    SQLSTATE first, then by the violated constraint's name. Other errors pass unchanged.
+    `messages` replaces the database's wording for some codes (a unique index's message names
+    the index, which says nothing to a user)."""
 
     @contextmanager
     def translated() -> Iterator[None]:
@@ -36,6 +39,7 @@ def translator(
                 code = constraint_codes.get(error.diag.constraint_name)
             if code is None:
                 raise
-            raise error_class(code, error.diag.message_primary or str(error)) from error
+            message = (messages or {}).get(code) or error.diag.message_primary or str(error)
+            raise error_class(code, message) from error
 
     return translated

@@ -36,5 +36,10 @@ class LedgerError(DomainError):
     """A refused ledger operation; `code` is stable and machine-readable."""
 
 
-translated = translator(LedgerError, SQLSTATE_CODES, CONSTRAINT_CODES)
+translated = translator(
+    LedgerError,
+    SQLSTATE_CODES,
+    CONSTRAINT_CODES,
+    {"asset_exists": "an asset with this code exists"},
+)
 """Re-raise the database's refusals of ledger rules as LedgerError."""

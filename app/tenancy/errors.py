@@ -21,5 +21,10 @@ class TenancyError(DomainError):
     """A refused tenancy operation; `code` is stable and machine-readable."""
 
 
-translated = translator(TenancyError, SQLSTATE_CODES, CONSTRAINT_CODES)
+translated = translator(
+    TenancyError,
+    SQLSTATE_CODES,
+    CONSTRAINT_CODES,
+    {"tenant_exists": "a tenant with this name exists"},
+)
 """Re-raise the database's refusals of tenancy rules as TenancyError."""

@@ -26,3 +26,12 @@ def test_halting_an_unknown_instrument_is_not_found(client: TestClient) -> None:
     )
 
     assert (response.status_code, response.json()["code"]) == (404, "unknown_instrument")
+
+
+def test_a_second_tenant_of_the_same_name_is_a_conflict_said_plainly(client: TestClient) -> None:
+    client.post("/v1/admin/tenants", json={"name": "acme"}, headers=ADMIN)
+
+    again = client.post("/v1/admin/tenants", json={"name": "acme"}, headers=ADMIN)
+
+    assert (again.status_code, again.json()["code"]) == (409, "tenant_exists")
+    assert again.json()["detail"] == "a tenant with this name exists"
