@@ -20,6 +20,7 @@ from app.pgcluster import ClusterError, PostgresNotFound
 from app.reporting import cli as reporting_cli
 from app.runtime import database
 from app.tenancy import keys
+from app.tenancy.context import act_for
 from app.tenancy.errors import TenancyError
 from app.trading import instruments
 from app.trading.commands import Instrument
@@ -122,7 +123,7 @@ def cmd_customer_create(args: argparse.Namespace) -> int:
     def create(conn: psycopg.Connection) -> int:
         _require_tenant(conn, args.tenant)
         # ledger.create_customer gives the customer to the tenant this transaction acts for.
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(args.tenant),))
+        act_for(conn, args.tenant)
         return service.create_customer(conn, args.external_ref)
 
     with database() as urls:

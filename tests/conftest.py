@@ -23,6 +23,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from app import migrate
 from app.pgcluster import PORT, SUPERUSER, Cluster
+from app.tenancy import context
 
 TEMPLATE_DBNAME = "exchange_template"
 APP_ROLE = "exchange_app"
@@ -150,7 +151,7 @@ def create_tenant(db: ScratchDatabase, name: str | None = None) -> int:
 def act_for(conn: psycopg.Connection, tenant_id: int) -> None:
     """Make every later transaction on `conn` act for `tenant_id` (tests only: the API sets it
     with SET LOCAL per transaction)."""
-    conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+    context.act_for(conn, tenant_id, transaction_only=False)
     if not conn.autocommit:
         conn.commit()  # a session setting made in a transaction that rolls back is undone
 

@@ -38,9 +38,7 @@ class _Lane:
         self.symbol = symbol
         self.queue: queue.Queue[_Request | None] = queue.Queue(gateway.queue_max)
         self._gateway = gateway
-        self.thread = threading.Thread(
-            target=self._run, name=f"order-lane-{symbol}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name=f"order-lane-{symbol}", daemon=True)
         self.thread.start()
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
@@ -123,9 +121,7 @@ class OrderGateway:
         """Apply `command` for `tenant_id` and return its result once committed. The symbol must
         be a known instrument (lanes are never removed)."""
         try:
-            return self._enqueue(symbol, command, tenant_id).result(
-                timeout=SUBMIT_TIMEOUT_SECONDS
-            )
+            return self._enqueue(symbol, command, tenant_id).result(timeout=SUBMIT_TIMEOUT_SECONDS)
         except TimeoutError:
             raise _outcome_unknown() from None
 
@@ -146,7 +142,9 @@ class OrderGateway:
             lane.queue.put_nowait(request)
         except queue.Full:
             raise Problem(
-                503, "overloaded", f"order entry for {symbol} is saturated; retry shortly",
+                503,
+                "overloaded",
+                f"order entry for {symbol} is saturated; retry shortly",
                 {"Retry-After": "1"},
             ) from None
         return request.result

@@ -11,18 +11,29 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from app.trading.commands import SYMBOL_PATTERN
 
 ID_MAX = 2**63 - 1
+# As ledger.asset_code_format holds it.
+ASSET_CODE_PATTERN = r"^[A-Z][A-Z0-9]{1,15}$"
 DECIMAL_PATTERN = r"^-?[0-9]{1,40}(\.[0-9]{1,40})?$"
 PAGE_LIMIT_MAX = 500
 
 
 def _decimal(value: object) -> Decimal:
     if not isinstance(value, str):
-        raise ValueError("must be a decimal string such as \"12.50\", not a JSON number")
+        raise ValueError('must be a decimal string such as "12.50", not a JSON number')
     if not re.fullmatch(DECIMAL_PATTERN, value):
-        raise ValueError("must be a plain decimal string such as \"12.50\"")
+        raise ValueError('must be a plain decimal string such as "12.50"')
     try:
         return Decimal(value)
     except InvalidOperation:
@@ -52,6 +63,8 @@ DecimalString = Annotated[
     WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN, "examples": ["12.50"]}),
 ]
 Text = Annotated[str, AfterValidator(_storable_text)]
+AssetCode = Annotated[str, StringConstraints(pattern=ASSET_CODE_PATTERN)]
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
 IdPath = Annotated[int, Path(ge=1, le=ID_MAX)]
 Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)]
 Cursor = Annotated[

@@ -50,25 +50,34 @@ class KeyCache:
             self._entries[digest] = (principal, self._clock())
 
 
+def _known_without_io(request: Request, token: str) -> Principal | None:
+    """The principal of the admin token or of a recently checked key; None: look the key up."""
+    exchange = request.app.state.exchange
+    if keys.admin_token_matches(token, exchange.settings.admin_token):
+        return OPERATOR
+    principal: Principal | None = exchange.key_cache.get(hashlib.sha256(token.encode()).digest())
+    return principal
+
+
+def _bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "unauthenticated", "send Authorization: Bearer <API key>", CHALLENGE)
+    return credentials.credentials
+
+
 def authenticated(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(
-            401, "unauthenticated", "send Authorization: Bearer <API key>", CHALLENGE
-        )
+    token = _bearer_token(credentials)
+    principal = _known_without_io(request, token)
+    if principal is not None:
+        return principal
     exchange = request.app.state.exchange
-    token = credentials.credentials
-    if keys.admin_token_matches(token, exchange.settings.admin_token):
-        return OPERATOR
-    digest = hashlib.sha256(token.encode()).digest()
-    principal = exchange.key_cache.get(digest)
+    with exchange.pool.connection() as conn:
+        principal = keys.authenticate(conn, token)
     if principal is None:
-        with exchange.pool.connection() as conn:
-            principal = keys.authenticate(conn, token)
-        if principal is None:
-            raise Problem(401, "invalid_api_key", "the API key is unknown or revoked", CHALLENGE)
-        exchange.key_cache.put(digest, principal)
+        raise Problem(401, "invalid_api_key", "the API key is unknown or revoked", CHALLENGE)
+    exchange.key_cache.put(hashlib.sha256(token.encode()).digest(), principal)
     return principal
 
 
@@ -78,14 +87,9 @@ async def authenticated_on_loop(
     """`authenticated`, answered on the event loop when no I/O is needed (the admin token, a
     cached key); only a key to look up goes to a thread. FastAPI runs each plain `def`
     dependency in its thread pool, which costs a thread hop per dependency per request."""
-    if credentials is not None and credentials.scheme.lower() == "bearer":
-        exchange = request.app.state.exchange
-        token = credentials.credentials
-        if keys.admin_token_matches(token, exchange.settings.admin_token):
-            return OPERATOR
-        principal = exchange.key_cache.get(hashlib.sha256(token.encode()).digest())
-        if principal is not None:
-            return principal
+    principal = _known_without_io(request, _bearer_token(credentials))
+    if principal is not None:
+        return principal
     return await run_in_threadpool(authenticated, request, credentials)
 
 

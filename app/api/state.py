@@ -98,8 +98,9 @@ def _default(value: object) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def json_response(data: object, status_code: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
+def json_response(
+    data: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """JSON with decimals as strings (never floats), datetimes in ISO 8601."""
     return Response(
         orjson.dumps(data, default=_default),

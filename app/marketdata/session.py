@@ -20,7 +20,7 @@ from app.api.problems import Problem
 from app.marketdata import messages, queries
 from app.marketdata.feed import MarketHub, SymbolLog
 from app.tenancy.keys import Principal
-from app.trading.commands import Instrument
+from app.trading.commands import SYMBOL_PATTERN, Instrument
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ SEND_BATCH = 500  # messages taken from the history per look
 # the table; it gets a `reset` and continues live (its REST endpoints fill the gap).
 REPLAY_EVENTS_MAX = 100_000
 SEQ_MAX = 2**63 - 1
-SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}")
+SYMBOL = re.compile(SYMBOL_PATTERN)
 PRIVATE_SCOPE = "read"
 
 Send = Callable[[str], Awaitable[None]]

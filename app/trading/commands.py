@@ -17,6 +17,8 @@ OPEN_STATUSES = ("new", "partially_filled")
 # Prices and quantities stay below this bound, so price x quantity stays below the ledger's 10^24.
 PRICE_QUANTITY_LIMIT = Decimal(10) ** 12
 CLIENT_ORDER_ID_LENGTH_MAX = 64
+# BASE-QUOTE of two asset codes, as trading.instrument's CHECK holds it.
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$"
 BATCH_SIZE_MAX = 1000
 
 

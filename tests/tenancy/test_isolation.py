@@ -15,7 +15,7 @@ from app.ledger import service
 from app.ledger.errors import LedgerError
 from app.trading import engine
 from app.trading.commands import Cancel, Place
-from tests.conftest import APP_ROLE, ScratchDatabase, act_for, create_tenant
+from tests.conftest import APP_ROLE, ScratchDatabase, create_tenant
 from tests.ledger.helpers import ledger_state
 from tests.trading.helpers import create_market, limit, trading_state
 
@@ -235,7 +235,6 @@ def test_place_named_by_a_broker_for_its_own_customer_is_accepted(
     db: ScratchDatabase, brokers: Brokers
 ) -> None:
     with app_connection(db, brokers.b) as conn:
-        act_for(conn, brokers.b)
         (result,) = engine.execute(
             conn, SYMBOL, [Place(brokers.bob, "b9", "sell", "limit", D("0.1"), D("101"))]
         )

@@ -12,6 +12,8 @@ from pydantic import BaseModel, StringConstraints
 
 from app.api.problems import Problem
 from app.api.schemas import (
+    ASSET_CODE_PATTERN,
+    AssetCode,
     Body,
     Cursor,
     DecimalString,
@@ -42,7 +44,6 @@ IdempotencyKey = Annotated[
         description="Chosen by the client; a retry with the same key returns the first answer.",
     ),
 ]
-AssetCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,15}$")]
 
 
 class NewAccount(Body):
@@ -198,7 +199,7 @@ def ledger_statement(
     account_id: IdPath,
     principal: Reader,
     state: State,
-    asset: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9]{1,15}$")] = None,
+    asset: Annotated[str | None, Query(pattern=ASSET_CODE_PATTERN)] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Response:

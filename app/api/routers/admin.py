@@ -10,7 +10,16 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.api.problems import Problem
-from app.api.schemas import Body, DecimalString, IdPath, Text, decimal_text
+from app.api.schemas import (
+    SYMBOL_PATTERN,
+    AssetCode,
+    Body,
+    DecimalString,
+    IdPath,
+    Symbol,
+    Text,
+    decimal_text,
+)
 from app.api.security import require
 from app.api.state import ExchangeState, exchange, json_response
 from app.ledger import service
@@ -22,8 +31,6 @@ from app.trading.commands import Instrument
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
 Operator = Annotated[Principal, Depends(require(ADMIN_SCOPE))]
 State = Annotated[ExchangeState, Depends(exchange)]
-AssetCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,15}$")]
-SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$"
 
 
 class NewTenant(Body):
@@ -56,7 +63,7 @@ class AssetOut(BaseModel):
 
 
 class NewInstrument(Body):
-    symbol: Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+    symbol: Symbol
     base: AssetCode
     quote: AssetCode
     tick_size: DecimalString

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.problems import Problem
 from app.api.routers.admin import InstrumentOut, instrument_json
+from app.api.schemas import SYMBOL_PATTERN
 from app.api.security import any_key
 from app.api.state import ExchangeState, exchange, json_response
 from app.marketdata import queries
@@ -25,7 +26,7 @@ State = Annotated[ExchangeState, Depends(exchange)]
 Symbol = Annotated[
     str,
     Path(
-        pattern=r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$",
+        pattern=SYMBOL_PATTERN,
         description="BASE-QUOTE, e.g. BTC-USD",
         examples=["BTC-USD"],
     ),

@@ -21,6 +21,7 @@ from app.api.schemas import (
     IdPath,
     Limit,
     Page,
+    Symbol,
     decimal_text,
     page,
 )
@@ -33,7 +34,6 @@ router = APIRouter(tags=["orders"])
 Reader = Annotated[Principal, Depends(require("read"))]
 Trader = Annotated[Principal, Depends(require("trade"))]
 State = Annotated[ExchangeState, Depends(exchange)]
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9]{1,15}-[A-Z][A-Z0-9]{1,15}$")]
 AccountId = Annotated[int, Query(ge=1, le=ID_MAX)]
 
 
@@ -46,9 +46,9 @@ class NewOrder(Body):
     quantity: DecimalString
     time_in_force: Literal["GTC", "IOC", "FOK"] | None = None
     post_only: StrictBool = False
-    self_trade_prevention: Literal[
-        "cancel_newest", "cancel_oldest", "cancel_both", "decrement"
-    ] = "cancel_newest"
+    self_trade_prevention: Literal["cancel_newest", "cancel_oldest", "cancel_both", "decrement"] = (
+        "cancel_newest"
+    )
     client_order_id: Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,64}$")]
 
 
@@ -345,9 +345,7 @@ def cancel_all_orders(
     _check_rate(state, principal)
 
     def markets(conn: psycopg.Connection) -> list[str]:
-        owned = conn.execute("SELECT 1 FROM ledger.customer WHERE id = %s", (account_id,))
-        if owned.fetchone() is None:
-            raise Problem(404, "unknown_account", f"no account {account_id}")
+        _check_account(conn, account_id)
         rows = conn.execute(
             "SELECT DISTINCT i.symbol FROM trading.orders o"
             " JOIN trading.instrument i ON i.id = o.instrument_id"
@@ -368,9 +366,7 @@ def cancel_all_orders(
         canceled.extend(o.id for o in result.orders if o.id is not None)
     rows = state.run(
         principal.tenant_id,
-        lambda c: _stored_orders(
-            c, " WHERE o.id = ANY(%(ids)s) ORDER BY o.id", {"ids": canceled}
-        ),
+        lambda c: _stored_orders(c, " WHERE o.id = ANY(%(ids)s) ORDER BY o.id", {"ids": canceled}),
     )
     return json_response(rows)
 
