@@ -16,6 +16,7 @@ SQLSTATE_CODES = {
     "EX008": "ledger_immutable",
     "EX009": "journal_incomplete",
     "EX010": "invalid_request",
+    "EX011": "entry_out_of_sequence",
 }
 CONSTRAINT_CODES = {
     "account_balance_non_negative": "insufficient_funds",

@@ -28,7 +28,7 @@ TG_AFTER = TG_STATEMENT = 0
 
 
 class ExpectedTrigger(NamedTuple):
-    """A guarding trigger as sql/ledger/integrity.v1.sql defines it."""
+    """A guarding trigger as sql/ledger/ (integrity.v1, balances.v1) defines it."""
 
     table: str  # in schema ledger
     name: str
@@ -42,8 +42,13 @@ class ExpectedTrigger(NamedTuple):
 
 # The triggers that guard the ledger.
 LEDGER_TRIGGERS: tuple[ExpectedTrigger, ...] = (
+    ExpectedTrigger("entry", "entry_stamp", "entry_stamp", TG_BEFORE | TG_INSERT | TG_ROW),
     ExpectedTrigger(
-        "entry", "entry_apply_to_balance", "entry_apply_to_balance", TG_BEFORE | TG_INSERT | TG_ROW
+        "entry",
+        "entry_apply_statement",
+        "entry_apply_statement",
+        TG_AFTER | TG_INSERT | TG_STATEMENT,
+        new_table="new_entries",
     ),
     ExpectedTrigger(
         "entry",

@@ -77,24 +77,47 @@ def post(conn: psycopg.Connection, legs: list[tuple[int, str, str]], key: str | 
     ).fetchone()
 
 
+# A plain INSERT of entries that continue their accounts' histories (account_seq, balance_after),
+# as ledger.insert_entries would write them: so that the rule under test is what refuses them.
+DIRECT_INSERT = """
+    INSERT INTO ledger.entry (journal_id, account_id, account_seq, asset, amount, balance_after)
+    SELECT %s, l.account_id, coalesce(a.entry_count, 0) + row_number() OVER w, l.asset,
+           l.amount::numeric, coalesce(a.balance, 0) + sum(l.amount::numeric) OVER w
+      FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY
+           AS l(account_id, asset, amount, ord)
+      LEFT JOIN ledger.account a ON a.id = l.account_id
+    WINDOW w AS (PARTITION BY l.account_id ORDER BY l.ord)
+"""
+
+
+def insert_legs_directly(
+    conn: psycopg.Connection, journal_id: int, legs: list[tuple[int, str, str]]
+) -> None:
+    """Writes entries with a plain INSERT, bypassing the posting functions."""
+    conn.execute(
+        DIRECT_INSERT,
+        (
+            journal_id,
+            [leg[0] for leg in legs],
+            [leg[1] for leg in legs],
+            [leg[2] for leg in legs],
+        ),
+    )
+
+
+def open_journal(conn: psycopg.Connection) -> int:
+    """A journal row without entries (they must follow in the same transaction)."""
+    row = conn.execute(
+        "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def insert_journal_directly(conn: psycopg.Connection, legs: list[tuple[int, str, str]]) -> None:
     """Writes a journal and its entries with plain INSERTs, bypassing ledger.post_journal."""
     with conn.transaction():
-        journal = conn.execute(
-            "INSERT INTO ledger.journal (kind) VALUES ('transfer') RETURNING id"
-        ).fetchone()
-        assert journal is not None
-        conn.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " SELECT %s, l.account_id, l.asset, l.amount::numeric"
-            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS l(account_id, asset, amount)",
-            (
-                journal[0],
-                [leg[0] for leg in legs],
-                [leg[1] for leg in legs],
-                [leg[2] for leg in legs],
-            ),
-        )
+        insert_legs_directly(conn, open_journal(conn), legs)
 
 
 # 1. Every journal sums to zero per asset ---------------------------------------------------
@@ -143,10 +166,10 @@ def test_owner_cannot_append_legs_to_a_posted_journal(
 ) -> None:
     journal_id = service.transfer(app_conn, alice, bob, "USD", Decimal("1.00"), "t1")
     with refused(app_conn, sqlstate="EX009"):
-        owner.execute(
-            "INSERT INTO ledger.entry (journal_id, account_id, asset, amount)"
-            " VALUES (%s, %s, 'USD', -2), (%s, %s, 'USD', 2)",
-            (journal_id, available(owner, alice), journal_id, available(owner, bob)),
+        insert_legs_directly(
+            owner,
+            journal_id,
+            [(available(owner, alice), "USD", "-2"), (available(owner, bob), "USD", "2")],
         )
 
 
@@ -249,6 +272,83 @@ def test_custody_account_may_go_negative(
     ).fetchone()
 
     assert row == (Decimal("-100.00"),)
+
+
+def test_owner_inserting_entries_that_overdraw_is_refused_as_insufficient_funds(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    legs = [(available(owner, alice), "USD", "-100.01"), (available(owner, bob), "USD", "100.01")]
+    with refused(app_conn, sqlstate="EX002"):
+        insert_journal_directly(owner, legs)
+
+
+def test_overdraft_inside_a_statement_is_refused_even_when_the_account_ends_positive(
+    owner: psycopg.Connection, app_conn: psycopg.Connection, alice: int, bob: int
+) -> None:
+    # alice holds 100.00: -150 then +60 ends at 10.00, but her balance after the first leg is -50.
+    with refused(app_conn, sqlstate="EX002"), owner.transaction():
+        first, second = open_journal(owner), open_journal(owner)
+        owner.execute(
+            "SELECT ledger.insert_entries(%s, %s, ARRAY['USD','USD','USD','USD'],"
+            " ARRAY[-150, 150, 60, -60]::numeric[])",
+            (
+                [first, first, second, second],
+                [available(owner, alice), available(owner, bob)] * 2,
+            ),
+        )
+
+
+@pytest.mark.parametrize(
+    ("account_seq", "balance_after"),
+    [
+        ("a.entry_count + 2", "a.balance + l.amount"),  # skips a number
+        ("a.entry_count + 1", "a.balance + l.amount + 1"),  # a running balance that is not
+    ],
+)
+def test_owner_inserting_an_entry_that_does_not_continue_its_account_is_refused(
+    owner: psycopg.Connection,
+    app_conn: psycopg.Connection,
+    alice: int,
+    bob: int,
+    account_seq: str,
+    balance_after: str,
+) -> None:
+    with refused(app_conn, sqlstate="EX011"), owner.transaction():
+        journal = open_journal(owner)
+        owner.execute(
+            "INSERT INTO ledger.entry"
+            " (journal_id, account_id, account_seq, asset, amount, balance_after)"
+            f" SELECT %s, a.id, {account_seq}, 'USD', l.amount, {balance_after}"
+            " FROM unnest(%s::bigint[], %s::numeric[]) AS l(account_id, amount)"
+            " JOIN ledger.account a ON a.id = l.account_id",
+            (journal, [available(owner, alice), available(owner, bob)], ["-1.00", "1.00"]),
+        )
+
+
+def test_entries_of_several_journals_on_one_account_continue_each_other(
+    owner: psycopg.Connection, alice: int, bob: int
+) -> None:
+    with owner.transaction():
+        first, second = open_journal(owner), open_journal(owner)
+        owner.execute(
+            "SELECT ledger.insert_entries(%s, %s, ARRAY['USD','USD','USD','USD'],"
+            " ARRAY[-30, 30, 10, -10]::numeric[])",
+            ([first, first, second, second], [available(owner, alice), available(owner, bob)] * 2),
+        )
+
+    rows = owner.execute(
+        "SELECT journal_id, account_seq, amount, balance_after FROM ledger.entry"
+        " WHERE account_id = %s ORDER BY account_seq",
+        (available(owner, alice),),
+    ).fetchall()
+    assert [tuple(row) for row in rows][-2:] == [
+        (first, 2, Decimal("-30"), Decimal("70.00")),
+        (second, 3, Decimal("10"), Decimal("80.00")),
+    ]
+    account = owner.execute(
+        "SELECT balance, entry_count FROM ledger.account WHERE id = %s", (available(owner, alice),)
+    ).fetchone()
+    assert account == (Decimal("80.00"), 3)
 
 
 def test_check_constraint_stops_a_negative_balance_even_with_triggers_disabled(
