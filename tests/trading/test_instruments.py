@@ -352,6 +352,63 @@ def test_closed_orders_and_order_identities_cannot_change(
     assert_immutable(admin, f"UPDATE trading.orders SET {assignment} WHERE client_order_id = 'b1'")
 
 
+@pytest.fixture
+def resting(admin: psycopg.Connection, app_conn: psycopg.Connection, btc_usd: Instrument) -> None:
+    """A resting GTC limit buy 'r1' (status new) on BTC-USD."""
+    buyer = funded_account(app_conn, USD="1000")
+    assert run_one(app_conn, SYMBOL, limit(buyer, "r1", "buy", "1", "100")).ok
+
+
+@pytest.mark.parametrize(
+    ("assignment", "rule"),
+    [
+        ("status = 'filled'", "orders_status_matches_fill"),
+        ("filled_quantity = 2, status = 'partially_filled'", "orders_quantities_valid"),
+        ("status = 'canceled'", "orders_reason_matches_status"),
+        ("status = 'closed'", "orders_status_valid"),
+        ("price = NULL", "orders_price_matches_type"),
+        ("quantity = 0", "orders_quantities_valid"),
+    ],
+)
+def test_an_order_row_breaking_a_rule_is_refused_naming_the_rule(
+    admin: psycopg.Connection, resting: None, assignment: str, rule: str
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        admin.execute(f"UPDATE trading.orders SET {assignment} WHERE client_order_id = 'r1'")
+
+    assert caught.value.diag.constraint_name == rule
+
+
+@pytest.mark.parametrize(
+    ("client_order_id", "side", "type", "price", "rule"),
+    [
+        ("x y", "buy", "limit", 1, "orders_client_order_id_format"),
+        ("m1", "buy", "market", None, "orders_only_gtc_limit_rests"),
+        ("m2", "hold", "limit", 1, "orders_side_valid"),
+    ],
+)
+def test_an_order_inserted_against_the_rules_is_refused_naming_the_rule(
+    admin: psycopg.Connection,
+    resting: None,
+    client_order_id: str,
+    side: str,
+    type: str,
+    price: int | None,
+    rule: str,
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        admin.execute(
+            "INSERT INTO trading.orders (instrument_id, customer_id, client_order_id, side, type,"
+            " price, requested_price, time_in_force, quantity, requested_quantity, status,"
+            " priority)"
+            " SELECT instrument_id, customer_id, %s, %s, %s, %s, %s, 'GTC', 1, 1, 'new', 99"
+            " FROM trading.orders WHERE client_order_id = 'r1'",
+            (client_order_id, side, type, price, price),
+        )
+
+    assert caught.value.diag.constraint_name == rule
+
+
 # --- the application role ---------------------------------------------------------------------
 
 APP_WRITES = [

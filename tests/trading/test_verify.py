@@ -354,10 +354,10 @@ def test_app_role_write_privilege_on_trading_is_reported(
 
 
 def test_dropped_trading_constraint_is_reported(admin: psycopg.Connection, traded: Market) -> None:
-    admin.execute("ALTER TABLE trading.orders DROP CONSTRAINT orders_quantities_valid")
+    admin.execute("ALTER TABLE trading.orders DROP CONSTRAINT orders_valid")
 
     assert broken(admin) == {
-        "trading_schema_intact": ["constraint orders_quantities_valid on trading.orders is missing"]
+        "trading_schema_intact": ["constraint orders_valid on trading.orders is missing"]
     }
 
 
