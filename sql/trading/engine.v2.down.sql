@@ -16,6 +16,7 @@ DROP FUNCTION trading.release(trading.postings, trading.instrument, trading.orde
 DROP FUNCTION trading.move_hold(trading.postings, text, bigint, bigint, text, numeric);
 DROP FUNCTION trading.add_journal(trading.postings, text, text, bigint[], text[], numeric[]);
 DROP TYPE trading.postings;
+ALTER TABLE trading.trade ALTER CONSTRAINT trade_journal_id_fkey NOT DEFERRABLE;
 
 -- Posts one journal. The ledger's triggers check it (balances, zero sum, scale); legs of zero
 -- are left out and legs are written in account order, so journals lock accounts in one order.

@@ -1,10 +1,10 @@
 -- The matching engine, version 2 (migration 0007): the rules of version 1 (docs/trading.md),
 -- fewer writes. Version 1 posted each journal as it went, one INSERT of entries per journal, and
--- wrote one event per command. Now a command collects its ledger legs (trading.postings) and the
--- batch writes the legs of all its commands at its end, in one ledger.insert_entries call, and
--- its events in one INSERT. Journals and trades are still written by the command: a trade
--- references its journal, and a replayed order reads its trades back. Orders too: matching reads
--- the book.
+-- wrote one event per command. Now a command collects its journals and ledger legs
+-- (trading.postings) and the batch writes those of all its commands at its end: one INSERT of
+-- journals, one ledger.insert_entries call, one INSERT of events. Trades are still written by
+-- the command, since a replayed order reads its trades back (their journals follow at the end of
+-- the batch: the foreign key is checked at commit), and orders too: matching reads the book.
 --
 -- Funds: a command that spends available funds checks them before it takes or holds anything,
 -- against the account's balance read under its row lock (kept until commit, so nothing else can
@@ -13,16 +13,24 @@
 -- checks every entry again when the batch writes them: an engine bug fails the whole batch, it
 -- never books a negative balance.
 
--- Ledger legs not yet written: leg k is journal_ids[k], account_ids[k], assets[k], amounts[k], in
+-- Journals and ledger legs not yet written. Journal k is journals[k], journal_kinds[k],
+-- journal_references[k]; leg k is journal_ids[k], account_ids[k], assets[k], amounts[k], in
 -- posting order (journal by journal, each journal's legs in account order, as version 1 posted
 -- them). last_journal_id is the journal that trading.add_journal opened last.
 CREATE TYPE trading.postings AS (
+    journals bigint[],
+    journal_kinds text[],
+    journal_references text[],
     journal_ids bigint[],
     account_ids bigint[],
     assets text[],
     amounts numeric[],
     last_journal_id bigint
 );
+
+-- A trade is written by its command, its journal at the end of the batch.
+ALTER TABLE trading.trade
+    ALTER CONSTRAINT trade_journal_id_fkey DEFERRABLE INITIALLY DEFERRED;
 
 DROP FUNCTION trading.amend(trading.instrument, bigint, jsonb);
 DROP FUNCTION trading.cancel_all(trading.instrument, bigint, jsonb);
@@ -37,15 +45,18 @@ DROP FUNCTION trading.release(trading.instrument, trading.orders, numeric);
 DROP FUNCTION trading.move_hold(text, bigint, bigint, text, numeric);
 DROP FUNCTION trading.post(text, text, bigint[], text[], numeric[]);
 
--- Opens a journal and adds its legs to p; legs of zero are left out.
+-- Opens a journal (its id now, its row at the end of the batch) and adds its legs to p; legs of
+-- zero are left out.
 CREATE FUNCTION trading.add_journal(
     p trading.postings, p_kind text, p_reference text,
     p_account_ids bigint[], p_assets text[], p_amounts numeric[]
 ) RETURNS trading.postings
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO ledger.journal (kind, reference) VALUES (p_kind, p_reference)
-    RETURNING id INTO p.last_journal_id;
+    p.last_journal_id := nextval(pg_get_serial_sequence('ledger.journal', 'id'));
+    p.journals := p.journals || p.last_journal_id;
+    p.journal_kinds := p.journal_kinds || p_kind;
+    p.journal_references := p.journal_references || p_reference;
     SELECT p.journal_ids || array_agg(p.last_journal_id ORDER BY l.account_id),
            p.account_ids || array_agg(l.account_id ORDER BY l.account_id),
            p.assets || array_agg(l.asset ORDER BY l.account_id),
@@ -363,17 +374,16 @@ CREATE OR REPLACE FUNCTION trading.finish(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_orders jsonb;
+    v_order jsonb;
 BEGIN
     SELECT coalesce(jsonb_agg(trading.order_json(o)
-                              ORDER BY o.customer_id, o.client_order_id COLLATE "C"), '[]')
-      INTO v_orders
+                              ORDER BY o.customer_id, o.client_order_id COLLATE "C"), '[]'),
+           (array_agg(trading.order_json(o)) FILTER (WHERE o.id = p_order_id))[1]
+      INTO v_orders, v_order
       FROM trading.orders o
      WHERE o.id = ANY (p_changed);
     RETURN jsonb_build_object(
-        'seq', p_seq,
-        'order', (SELECT value FROM jsonb_array_elements(v_orders)
-                   WHERE (value ->> 'id')::bigint = p_order_id),
-        'orders', v_orders,
+        'seq', p_seq, 'order', v_order, 'orders', v_orders,
         'trades', trading.trades_json(p_trade_ids));
 END
 $$;
@@ -599,9 +609,9 @@ DECLARE
     v_sqlstate text;
     v_message text;
     v_constraint text;
-    v_empty trading.postings := ROW('{}', '{}', '{}', '{}', NULL);
-    v_command trading.postings;  -- the legs of the command being applied
-    v_batch trading.postings := v_empty;  -- the legs of the commands applied so far
+    v_empty trading.postings := ROW('{}', '{}', '{}', '{}', '{}', '{}', '{}', NULL);
+    v_command trading.postings;  -- the journals and legs of the command being applied
+    v_batch trading.postings := v_empty;  -- those of the commands applied so far
     v_net_account_ids bigint[] := '{}';  -- their net amount per account
     v_net_amounts numeric[] := '{}';
     v_position integer;
@@ -679,11 +689,22 @@ BEGIN
                 v_net_amounts[v_position] := v_net_amounts[v_position] + v_command.amounts[k];
             END IF;
         END LOOP;
+        v_batch.journals := v_batch.journals || v_command.journals;
+        v_batch.journal_kinds := v_batch.journal_kinds || v_command.journal_kinds;
+        v_batch.journal_references := v_batch.journal_references || v_command.journal_references;
         v_batch.journal_ids := v_batch.journal_ids || v_command.journal_ids;
         v_batch.account_ids := v_batch.account_ids || v_command.account_ids;
         v_batch.assets := v_batch.assets || v_command.assets;
         v_batch.amounts := v_batch.amounts || v_command.amounts;
     END LOOP;
+    IF cardinality(v_batch.journals) > 0 THEN
+        INSERT INTO ledger.journal (id, kind, reference)
+        OVERRIDING SYSTEM VALUE
+        SELECT j.id, j.kind, j.reference
+          FROM unnest(v_batch.journals, v_batch.journal_kinds, v_batch.journal_references)
+               AS j(id, kind, reference)
+         ORDER BY j.id;
+    END IF;
     IF cardinality(v_batch.account_ids) > 0 THEN
         PERFORM ledger.insert_entries(
             v_batch.journal_ids, v_batch.account_ids, v_batch.assets, v_batch.amounts);
