@@ -1,19 +1,21 @@
 """The matching engine's Python side: one database call per batch of commands for an instrument.
 
-`trading.execute` (sql/trading/engine.v1.sql, behind the tenant checks of execute.v2.sql) does
+`trading.execute` (sql/trading/engine.v2.sql, behind the tenant checks of execute.v3.sql) does
 the work under a lock on the instrument's row. Here: the command and result encoding, the
 transaction with its retries, and the decoding.
 
 Isolation: READ COMMITTED, not the SERIALIZABLE the design asked for. Every rule the engine relies
 on is enforced under a lock, never on a snapshot read: an instrument's book, orders and sequence
 change only under the lock on its row (and at READ COMMITTED each statement after the lock sees
-the previous holder's commit); a balance moves only in the ledger's row-locked
-`UPDATE ... WHERE balance + amount >= 0`; a client_order_id is unique by index. SERIALIZABLE adds
+the previous holder's commit); a balance moves only under its account's row lock (the engine's
+funds checks read it `FOR UPDATE`, and the ledger's statement trigger checks every entry under
+the lock); a client_order_id is unique by index. SERIALIZABLE adds
 nothing to that but false conflicts: its predicate locks cover index pages, and every posting
 reads the newest page of `ledger.entry`'s journal index, so two commands on unrelated instruments
 and accounts failed each other with 40001 (measured: about one retry per batch under 8 threads,
 and batches that exhausted 12 attempts). A snapshot taken before the lock wait would also make
-every waiter fail. Deadlocks (40P01, two instruments' postings on one account's rows) are retried.
+every waiter fail. Deadlocks (40P01: two instruments' batches each holding an account the other
+is about to post to) are retried.
 """
 
 from __future__ import annotations

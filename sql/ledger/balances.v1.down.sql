@@ -40,3 +40,7 @@ $$;
 CREATE TRIGGER entry_apply_to_balance
     BEFORE INSERT ON ledger.entry
     FOR EACH ROW EXECUTE FUNCTION ledger.entry_apply_to_balance();
+
+COMMENT ON COLUMN ledger.entry.posted_at IS
+    'clock_timestamp() under the account''s row lock, set by the entry trigger; NULL before '
+    'migration 0005. Non-decreasing along account_seq.';

@@ -90,8 +90,10 @@ CREATE TRIGGER entry_apply_statement
 
 -- Writes legs (leg i: journal_ids[i], account_ids[i], assets[i], amounts[i]) in the order given,
 -- each continuing its account's history. The accounts are locked first, in id order, so that
--- concurrent postings queue on them in one global order; each leg then gets its account's next
--- account_seq and running balance. The statement trigger checks the result.
+-- concurrent postings queue on them in one order (a caller that locked some accounts earlier, as
+-- the matching engine does when it checks funds, can still deadlock with another: PostgreSQL
+-- aborts one, which retries); each leg then gets its account's next account_seq and running
+-- balance. The statement trigger checks the result.
 -- Internal: the owner's posting functions call it (the application role may not).
 CREATE FUNCTION ledger.insert_entries(
     p_journal_ids bigint[], p_account_ids bigint[], p_assets text[], p_amounts numeric[]
@@ -112,3 +114,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION ledger.insert_entries(bigint[], bigint[], text[], numeric[]) FROM PUBLIC;
+
+COMMENT ON COLUMN ledger.entry.posted_at IS
+    'clock_timestamp() when the entry was written (trigger entry_stamp), under its account''s row '
+    'lock; NULL before migration 0005. Non-decreasing along account_seq.';

@@ -14,6 +14,7 @@ DROP FUNCTION trading.settle(
 DROP FUNCTION trading.cancel_open(trading.postings, trading.instrument, trading.orders, text);
 DROP FUNCTION trading.release(trading.postings, trading.instrument, trading.orders, numeric);
 DROP FUNCTION trading.move_hold(trading.postings, text, bigint, bigint, text, numeric);
+DROP FUNCTION trading.write_postings(trading.postings);
 DROP FUNCTION trading.add_journal(trading.postings, text, text, bigint[], text[], numeric[]);
 DROP TYPE trading.postings;
 ALTER TABLE trading.trade ALTER CONSTRAINT trade_journal_id_fkey NOT DEFERRABLE;

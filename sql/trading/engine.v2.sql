@@ -589,6 +589,23 @@ BEGIN
 END
 $$;
 
+-- Writes journals and their legs: the journal rows, then every leg in one ledger.insert_entries.
+CREATE FUNCTION trading.write_postings(p trading.postings) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p.journals) > 0 THEN
+        INSERT INTO ledger.journal (id, kind, reference)
+        OVERRIDING SYSTEM VALUE
+        SELECT j.id, j.kind, j.reference
+          FROM unnest(p.journals, p.journal_kinds, p.journal_references) AS j(id, kind, reference)
+         ORDER BY j.id;
+    END IF;
+    IF cardinality(p.account_ids) > 0 THEN
+        PERFORM ledger.insert_entries(p.journal_ids, p.account_ids, p.assets, p.amounts);
+    END IF;
+END
+$$;
+
 -- The engine's entry point: applies a batch of commands to one instrument, in order, and returns
 -- one result per command. Each command runs in its own subtransaction, so a refused command
 -- leaves nothing behind and does not stop the others; its legs never reach the batch's. Callers
@@ -619,6 +636,7 @@ DECLARE
     v_event_seqs bigint[] := '{}';
     v_event_kinds text[] := '{}';
     v_event_payloads jsonb[] := '{}';
+    v_one_by_one boolean := false;
 BEGIN
     IF jsonb_typeof(p_commands) IS DISTINCT FROM 'array'
        OR jsonb_array_length(p_commands) NOT BETWEEN 1 AND 1000 THEN
@@ -638,77 +656,99 @@ BEGIN
     PERFORM trading.lock_instrument(i.id);
     -- Read again under the lock: at READ COMMITTED this sees the last holder's commit.
     SELECT * INTO i FROM trading.instrument WHERE id = i.id;
-    v_seq := i.seq;
-    FOR c IN SELECT value FROM jsonb_array_elements(p_commands) LOOP
-        v_command := v_empty;
+    -- Normally a command's journals and legs join the batch's, written at its end. Should the
+    -- ledger refuse them then (a held balance below what open orders reserve: an invariant only
+    -- `exchange verify` re-checks, broken by a hand-made journal), the batch runs again writing
+    -- each command's legs with the command, so that only the command that overdraws is refused.
+    <<attempt>>
+    LOOP
         BEGIN
-            CASE c ->> 'op'
-                WHEN 'place' THEN
-                    SELECT * INTO v_outcome FROM trading.place(
-                        v_command, v_net_account_ids, v_net_amounts, i, v_seq + 1, c);
-                WHEN 'cancel' THEN
-                    SELECT * INTO v_outcome FROM trading.cancel(v_command, i, v_seq + 1, c);
-                WHEN 'amend' THEN
-                    SELECT * INTO v_outcome FROM trading.amend(
-                        v_command, v_net_account_ids, v_net_amounts, i, v_seq + 1, c);
-                WHEN 'cancel_all' THEN
-                    SELECT * INTO v_outcome FROM trading.cancel_all(v_command, i, v_seq + 1, c);
-                ELSE
-                    RAISE EXCEPTION 'unknown command %', coalesce(c ->> 'op', 'without op')
-                        USING ERRCODE = 'EY010';
-            END CASE;
-            v_command := v_outcome.p;
-            v_result := v_outcome.result;
-        EXCEPTION
-            WHEN SQLSTATE 'EY000' OR SQLSTATE 'EX000' OR unique_violation THEN
-                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-                                        v_constraint = CONSTRAINT_NAME;
-                -- Two instruments placing one client_order_id at once: the later one is a duplicate.
-                IF v_sqlstate = '23505' AND v_constraint <> 'orders_customer_client_order_id_key' THEN
-                    RAISE;
-                END IF;
+            v_seq := i.seq;
+            v_results := '{}';
+            v_batch := v_empty;
+            v_net_account_ids := '{}';
+            v_net_amounts := '{}';
+            v_event_seqs := '{}';
+            v_event_kinds := '{}';
+            v_event_payloads := '{}';
+            FOR c IN SELECT value FROM jsonb_array_elements(p_commands) LOOP
                 v_command := v_empty;
-                v_result := jsonb_build_object(
-                    'code', trading.error_code(v_sqlstate), 'message', v_message);
-        END;
-        -- Only a command that changed something takes the next number and has an event.
-        IF v_result ? 'seq' THEN
-            v_seq := v_seq + 1;
-            v_event_seqs := v_event_seqs || v_seq;
-            v_event_kinds := v_event_kinds || (c ->> 'op');
-            v_event_payloads := v_event_payloads || jsonb_build_object(
-                'command', c, 'orders', v_result -> 'orders', 'trades', v_result -> 'trades');
-        END IF;
-        v_results := v_results || v_result;
-        FOR k IN 1 .. coalesce(cardinality(v_command.account_ids), 0) LOOP
-            v_position := array_position(v_net_account_ids, v_command.account_ids[k]);
-            IF v_position IS NULL THEN
-                v_net_account_ids := v_net_account_ids || v_command.account_ids[k];
-                v_net_amounts := v_net_amounts || v_command.amounts[k];
-            ELSE
-                v_net_amounts[v_position] := v_net_amounts[v_position] + v_command.amounts[k];
+                BEGIN
+                    CASE c ->> 'op'
+                        WHEN 'place' THEN
+                            SELECT * INTO v_outcome FROM trading.place(
+                                v_command, v_net_account_ids, v_net_amounts, i, v_seq + 1, c);
+                        WHEN 'cancel' THEN
+                            SELECT * INTO v_outcome FROM trading.cancel(v_command, i, v_seq + 1, c);
+                        WHEN 'amend' THEN
+                            SELECT * INTO v_outcome FROM trading.amend(
+                                v_command, v_net_account_ids, v_net_amounts, i, v_seq + 1, c);
+                        WHEN 'cancel_all' THEN
+                            SELECT * INTO v_outcome
+                              FROM trading.cancel_all(v_command, i, v_seq + 1, c);
+                        ELSE
+                            RAISE EXCEPTION 'unknown command %', coalesce(c ->> 'op', 'without op')
+                                USING ERRCODE = 'EY010';
+                    END CASE;
+                    v_command := v_outcome.p;
+                    v_result := v_outcome.result;
+                    IF v_one_by_one THEN
+                        PERFORM trading.write_postings(v_command);
+                        v_command := v_empty;
+                    END IF;
+                EXCEPTION
+                    WHEN SQLSTATE 'EY000' OR SQLSTATE 'EX000' OR unique_violation THEN
+                        GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE,
+                                                v_message = MESSAGE_TEXT,
+                                                v_constraint = CONSTRAINT_NAME;
+                        -- Two instruments placing one client_order_id at once: the later one
+                        -- is a duplicate.
+                        IF v_sqlstate = '23505'
+                           AND v_constraint <> 'orders_customer_client_order_id_key' THEN
+                            RAISE;
+                        END IF;
+                        v_command := v_empty;
+                        v_result := jsonb_build_object(
+                            'code', trading.error_code(v_sqlstate), 'message', v_message);
+                END;
+                -- Only a command that changed something takes the next number and has an event.
+                IF v_result ? 'seq' THEN
+                    v_seq := v_seq + 1;
+                    v_event_seqs := v_event_seqs || v_seq;
+                    v_event_kinds := v_event_kinds || (c ->> 'op');
+                    v_event_payloads := v_event_payloads || jsonb_build_object(
+                        'command', c, 'orders', v_result -> 'orders',
+                        'trades', v_result -> 'trades');
+                END IF;
+                v_results := v_results || v_result;
+                FOR k IN 1 .. coalesce(cardinality(v_command.account_ids), 0) LOOP
+                    v_position := array_position(v_net_account_ids, v_command.account_ids[k]);
+                    IF v_position IS NULL THEN
+                        v_net_account_ids := v_net_account_ids || v_command.account_ids[k];
+                        v_net_amounts := v_net_amounts || v_command.amounts[k];
+                    ELSE
+                        v_net_amounts[v_position] :=
+                            v_net_amounts[v_position] + v_command.amounts[k];
+                    END IF;
+                END LOOP;
+                v_batch.journals := v_batch.journals || v_command.journals;
+                v_batch.journal_kinds := v_batch.journal_kinds || v_command.journal_kinds;
+                v_batch.journal_references :=
+                    v_batch.journal_references || v_command.journal_references;
+                v_batch.journal_ids := v_batch.journal_ids || v_command.journal_ids;
+                v_batch.account_ids := v_batch.account_ids || v_command.account_ids;
+                v_batch.assets := v_batch.assets || v_command.assets;
+                v_batch.amounts := v_batch.amounts || v_command.amounts;
+            END LOOP;
+            PERFORM trading.write_postings(v_batch);
+            EXIT attempt;
+        EXCEPTION WHEN SQLSTATE 'EX002' THEN
+            IF v_one_by_one THEN
+                RAISE;
             END IF;
-        END LOOP;
-        v_batch.journals := v_batch.journals || v_command.journals;
-        v_batch.journal_kinds := v_batch.journal_kinds || v_command.journal_kinds;
-        v_batch.journal_references := v_batch.journal_references || v_command.journal_references;
-        v_batch.journal_ids := v_batch.journal_ids || v_command.journal_ids;
-        v_batch.account_ids := v_batch.account_ids || v_command.account_ids;
-        v_batch.assets := v_batch.assets || v_command.assets;
-        v_batch.amounts := v_batch.amounts || v_command.amounts;
+            v_one_by_one := true;
+        END;
     END LOOP;
-    IF cardinality(v_batch.journals) > 0 THEN
-        INSERT INTO ledger.journal (id, kind, reference)
-        OVERRIDING SYSTEM VALUE
-        SELECT j.id, j.kind, j.reference
-          FROM unnest(v_batch.journals, v_batch.journal_kinds, v_batch.journal_references)
-               AS j(id, kind, reference)
-         ORDER BY j.id;
-    END IF;
-    IF cardinality(v_batch.account_ids) > 0 THEN
-        PERFORM ledger.insert_entries(
-            v_batch.journal_ids, v_batch.account_ids, v_batch.assets, v_batch.amounts);
-    END IF;
     IF v_seq <> i.seq THEN
         INSERT INTO trading.event (instrument_id, seq, kind, payload)
         SELECT i.id, e.seq, e.kind, e.payload

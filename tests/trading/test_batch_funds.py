@@ -157,3 +157,32 @@ def test_a_batch_writes_its_entries_in_command_order(
         ("hold", D("-200"), D("700")),
         ("release", D("100"), D("800")),
     ]
+
+
+def test_a_hold_short_of_its_order_refuses_only_the_command_that_overdraws_it(
+    app_conn: psycopg.Connection, admin: psycopg.Connection, btc_usd: Instrument
+) -> None:
+    seller = funded_account(app_conn, BTC="1")
+    buyer = funded_account(app_conn, USD="1000")
+    other = funded_account(app_conn, USD="1000")
+    run(app_conn, SYMBOL, limit(seller, "s1", "sell", "1", "100"))
+    # A hand-made journal moves half of the seller's hold back: held (0.5) no longer covers
+    # what the order reserves (1), which only `exchange verify` notices.
+    admin.execute(
+        "SELECT ledger.post_journal('release', 'by hand', NULL, ARRAY["
+        " ledger.account_id(%s, 'BTC', 'held'), ledger.account_id(%s, 'BTC', 'available')],"
+        " ARRAY['BTC', 'BTC'], ARRAY[-0.5, 0.5]::numeric[])",
+        (seller, seller),
+    )
+
+    results = run(
+        app_conn,
+        SYMBOL,
+        limit(other, "o1", "buy", "1", "50"),
+        limit(buyer, "b1", "buy", "1", "100"),  # fills s1: its settlement overdraws the hold
+        limit(other, "o2", "buy", "1", "60"),
+    )
+
+    assert [r.code for r in results] == [None, "insufficient_funds", None]
+    assert balance(app_conn, other, "USD") == (D("890"), D("110"))
+    assert balance(app_conn, buyer, "USD") == (D("1000"), D("0"))
