@@ -315,6 +315,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            # Named, not "auto": a missing one fails at start instead of running slower.
+            loop="uvloop",
+            http="httptools",
         )
     return 0
 
