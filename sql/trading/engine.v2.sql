@@ -628,7 +628,15 @@ DECLARE
     v_constraint text;
     v_empty trading.postings := ROW('{}', '{}', '{}', '{}', '{}', '{}', '{}', NULL);
     v_command trading.postings;  -- the journals and legs of the command being applied
-    v_batch trading.postings := v_empty;  -- those of the commands applied so far
+    -- Those of the commands applied so far, one array each: appending to a field of a composite
+    -- copies the whole composite, appending to an array variable does not.
+    v_journals bigint[];
+    v_journal_kinds text[];
+    v_journal_references text[];
+    v_journal_ids bigint[];
+    v_account_ids bigint[];
+    v_assets text[];
+    v_amounts numeric[];
     v_net_account_ids bigint[] := '{}';  -- their net amount per account
     v_net_amounts numeric[] := '{}';
     v_position integer;
@@ -665,7 +673,13 @@ BEGIN
         BEGIN
             v_seq := i.seq;
             v_results := '{}';
-            v_batch := v_empty;
+            v_journals := '{}';
+            v_journal_kinds := '{}';
+            v_journal_references := '{}';
+            v_journal_ids := '{}';
+            v_account_ids := '{}';
+            v_assets := '{}';
+            v_amounts := '{}';
             v_net_account_ids := '{}';
             v_net_amounts := '{}';
             v_event_seqs := '{}';
@@ -731,16 +745,17 @@ BEGIN
                             v_net_amounts[v_position] + v_command.amounts[k];
                     END IF;
                 END LOOP;
-                v_batch.journals := v_batch.journals || v_command.journals;
-                v_batch.journal_kinds := v_batch.journal_kinds || v_command.journal_kinds;
-                v_batch.journal_references :=
-                    v_batch.journal_references || v_command.journal_references;
-                v_batch.journal_ids := v_batch.journal_ids || v_command.journal_ids;
-                v_batch.account_ids := v_batch.account_ids || v_command.account_ids;
-                v_batch.assets := v_batch.assets || v_command.assets;
-                v_batch.amounts := v_batch.amounts || v_command.amounts;
+                v_journals := v_journals || v_command.journals;
+                v_journal_kinds := v_journal_kinds || v_command.journal_kinds;
+                v_journal_references := v_journal_references || v_command.journal_references;
+                v_journal_ids := v_journal_ids || v_command.journal_ids;
+                v_account_ids := v_account_ids || v_command.account_ids;
+                v_assets := v_assets || v_command.assets;
+                v_amounts := v_amounts || v_command.amounts;
             END LOOP;
-            PERFORM trading.write_postings(v_batch);
+            PERFORM trading.write_postings(ROW(
+                v_journals, v_journal_kinds, v_journal_references, v_journal_ids, v_account_ids,
+                v_assets, v_amounts, NULL)::trading.postings);
             EXIT attempt;
         EXCEPTION WHEN SQLSTATE 'EX002' THEN
             IF v_one_by_one THEN
