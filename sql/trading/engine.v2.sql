@@ -10,8 +10,9 @@
 -- against the account's balance read under its row lock (kept until commit, so nothing else can
 -- spend them meanwhile) plus the net of what earlier commands of the batch posted to it. Makers
 -- pay from their holds, which equal what their orders reserve. The ledger's statement trigger
--- checks every entry again when the batch writes them: an engine bug fails the whole batch, it
--- never books a negative balance.
+-- checks every entry again when the batch writes them; should it refuse them, the batch runs
+-- again writing each command's entries with the command (trading.execute_commands), so no
+-- balance is ever booked below zero and only a command that overdraws is refused.
 
 -- Journals and ledger legs not yet written. Journal k is journals[k], journal_kinds[k],
 -- journal_references[k]; leg k is journal_ids[k], account_ids[k], assets[k], amounts[k], in
