@@ -17,7 +17,7 @@
 -- Journals and ledger legs not yet written. Journal k is journals[k], journal_kinds[k],
 -- journal_references[k]; leg k is journal_ids[k], account_ids[k], assets[k], amounts[k], in
 -- posting order (journal by journal, each journal's legs in account order, as version 1 posted
--- them). last_journal_id is the journal that trading.add_journal opened last.
+-- them). The last of journals is the one trading.add_journal opened last.
 CREATE TYPE trading.postings AS (
     journals bigint[],
     journal_kinds text[],
@@ -25,8 +25,7 @@ CREATE TYPE trading.postings AS (
     journal_ids bigint[],
     account_ids bigint[],
     assets text[],
-    amounts numeric[],
-    last_journal_id bigint
+    amounts numeric[]
 );
 
 -- A trade is written by its command, its journal at the end of the batch.
@@ -53,12 +52,13 @@ CREATE FUNCTION trading.add_journal(
     p_account_ids bigint[], p_assets text[], p_amounts numeric[]
 ) RETURNS trading.postings
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_journal_id bigint := nextval(pg_get_serial_sequence('ledger.journal', 'id'));
 BEGIN
-    p.last_journal_id := nextval(pg_get_serial_sequence('ledger.journal', 'id'));
-    p.journals := p.journals || p.last_journal_id;
+    p.journals := p.journals || v_journal_id;
     p.journal_kinds := p.journal_kinds || p_kind;
     p.journal_references := p.journal_references || p_reference;
-    SELECT p.journal_ids || array_agg(p.last_journal_id ORDER BY l.account_id),
+    SELECT p.journal_ids || array_agg(v_journal_id ORDER BY l.account_id),
            p.account_ids || array_agg(l.account_id ORDER BY l.account_id),
            p.assets || array_agg(l.asset ORDER BY l.account_id),
            p.amounts || array_agg(l.amount ORDER BY l.account_id)
@@ -300,7 +300,7 @@ BEGIN
             v_quantities := v_quantities || v_quantity;
             v_maker_fees := v_maker_fees || v_fill.maker_fee;
             v_taker_fees := v_taker_fees || v_fill.taker_fee;
-            v_journal_ids := v_journal_ids || p.last_journal_id;
+            v_journal_ids := v_journal_ids || p.journals[cardinality(p.journals)];
         END IF;
     END LOOP;
 
@@ -627,7 +627,7 @@ DECLARE
     v_sqlstate text;
     v_message text;
     v_constraint text;
-    v_empty trading.postings := ROW('{}', '{}', '{}', '{}', '{}', '{}', '{}', NULL);
+    v_empty trading.postings := ROW('{}', '{}', '{}', '{}', '{}', '{}', '{}');
     v_command trading.postings;  -- the journals and legs of the command being applied
     -- Those of the commands applied so far, one array each: appending to a field of a composite
     -- copies the whole composite, appending to an array variable does not.
@@ -756,7 +756,7 @@ BEGIN
             END LOOP;
             PERFORM trading.write_postings(ROW(
                 v_journals, v_journal_kinds, v_journal_references, v_journal_ids, v_account_ids,
-                v_assets, v_amounts, NULL)::trading.postings);
+                v_assets, v_amounts)::trading.postings);
             EXIT attempt;
         EXCEPTION WHEN SQLSTATE 'EX002' THEN
             IF v_one_by_one THEN

@@ -77,27 +77,15 @@ def post(conn: psycopg.Connection, legs: list[tuple[int, str, str]], key: str | 
     ).fetchone()
 
 
-# A plain INSERT of entries that continue their accounts' histories (account_seq, balance_after),
-# as ledger.insert_entries would write them: so that the rule under test is what refuses them.
-DIRECT_INSERT = """
-    INSERT INTO ledger.entry (journal_id, account_id, account_seq, asset, amount, balance_after)
-    SELECT %s, l.account_id, coalesce(a.entry_count, 0) + row_number() OVER w, l.asset,
-           l.amount::numeric, coalesce(a.balance, 0) + sum(l.amount::numeric) OVER w
-      FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY
-           AS l(account_id, asset, amount, ord)
-      LEFT JOIN ledger.account a ON a.id = l.account_id
-    WINDOW w AS (PARTITION BY l.account_id ORDER BY l.ord)
-"""
-
-
 def insert_legs_directly(
     conn: psycopg.Connection, journal_id: int, legs: list[tuple[int, str, str]]
 ) -> None:
-    """Writes entries with a plain INSERT, bypassing the posting functions."""
+    """Writes entries as ledger.insert_entries does (each continuing its account's history),
+    bypassing the checks of ledger.post_journal: so that a trigger is what refuses them."""
     conn.execute(
-        DIRECT_INSERT,
+        "SELECT ledger.insert_entries(%s, %s, %s, %s::numeric[])",
         (
-            journal_id,
+            [journal_id] * len(legs),
             [leg[0] for leg in legs],
             [leg[1] for leg in legs],
             [leg[2] for leg in legs],
