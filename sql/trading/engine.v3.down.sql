@@ -1,4 +1,8 @@
--- Undoes sql/trading/engine.v3.sql: trading.fee and trading.take as engine version 2 had them.
+-- Undoes sql/trading/engine.v3.sql: engine version 2's functions.
+
+DROP FUNCTION trading.command_result(bigint, jsonb, jsonb[], jsonb);
+DROP FUNCTION trading.take(
+    trading.postings, bigint[], numeric[], trading.instrument, trading.orders, bigint, boolean);
 
 CREATE OR REPLACE FUNCTION trading.fee(p_received numeric, p_rate numeric, p_scale smallint)
 RETURNS numeric
@@ -8,7 +12,7 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE trunc(p_received * p_rate, p_scale) + ('1e-' || p_scale)::numeric END;
 $$;
 
-CREATE OR REPLACE FUNCTION trading.take(
+CREATE FUNCTION trading.take(
     INOUT p trading.postings, p_net_account_ids bigint[], p_net_amounts numeric[],
     i trading.instrument, t trading.orders, p_seq bigint, p_stored boolean,
     OUT changed bigint[], OUT trade_ids bigint[]
@@ -201,5 +205,161 @@ BEGIN
         ARRAY[i.quote, i.quote, i.quote, i.base, i.base, i.base],
         ARRAY[-v_notional, v_notional - v_seller_fee, v_seller_fee,
               -v_quantity, v_quantity - v_buyer_fee, v_buyer_fee]);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION trading.place(
+    INOUT p trading.postings, p_net_account_ids bigint[], p_net_amounts numeric[],
+    i trading.instrument, p_seq bigint, c jsonb, OUT result jsonb
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders;
+    v_existing trading.orders;
+    v_taken record;
+    v_customer_id bigint := trading.bigint_field(c, 'account');
+    v_client_order_id text := c ->> 'client_order_id';
+    v_side text := c ->> 'side';
+    v_type text := c ->> 'type';
+    v_price numeric := trading.decimal_field(c, 'price');
+    v_quantity numeric := trading.decimal_field(c, 'quantity');
+    v_time_in_force text := coalesce(
+        c ->> 'time_in_force', CASE WHEN c ->> 'type' = 'market' THEN 'IOC' ELSE 'GTC' END);
+    v_post_only boolean := coalesce(c -> 'post_only' = 'true'::jsonb, false);
+    v_self_trade_prevention text := coalesce(c ->> 'self_trade_prevention', 'cancel_newest');
+    v_reserved numeric;
+BEGIN
+    IF v_client_order_id IS NULL OR v_client_order_id !~ '^[!-~]{1,64}$' THEN
+        RAISE EXCEPTION 'client_order_id must be 1 to 64 printable ASCII characters'
+            USING ERRCODE = 'EY010';
+    END IF;
+    SELECT * INTO v_existing FROM trading.orders
+     WHERE customer_id = v_customer_id AND client_order_id = v_client_order_id;
+    IF FOUND THEN
+        IF (v_existing.instrument_id, v_existing.side, v_existing.type, v_existing.requested_quantity,
+            v_existing.time_in_force, v_existing.post_only, v_existing.self_trade_prevention)
+           IS NOT DISTINCT FROM
+           (i.id, v_side, v_type, v_quantity, v_time_in_force, v_post_only, v_self_trade_prevention)
+           AND v_existing.requested_price IS NOT DISTINCT FROM v_price THEN
+            result := trading.unchanged(v_existing, true);
+            RETURN;
+        END IF;
+        RAISE EXCEPTION 'account % already has an order % with client_order_id % and other parameters',
+            v_customer_id, v_existing.id, v_client_order_id
+            USING ERRCODE = 'EY007';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ledger.customer WHERE id = v_customer_id) THEN
+        RAISE EXCEPTION 'unknown account %', v_customer_id USING ERRCODE = 'EY016';
+    END IF;
+    IF i.status = 'halted' THEN
+        RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
+            USING ERRCODE = 'EY002';
+    END IF;
+    IF v_side IS NULL OR v_side NOT IN ('buy', 'sell')
+       OR v_type IS NULL OR v_type NOT IN ('limit', 'market')
+       OR v_time_in_force NOT IN ('GTC', 'IOC', 'FOK')
+       OR v_self_trade_prevention NOT IN ('cancel_newest', 'cancel_oldest', 'cancel_both', 'decrement')
+       OR (v_type = 'limit') <> (v_price IS NOT NULL)
+       OR (v_type = 'market' AND (v_time_in_force = 'GTC' OR v_post_only))
+       OR (v_post_only AND v_time_in_force <> 'GTC')
+       OR jsonb_typeof(c -> 'post_only') NOT IN ('boolean', 'null') THEN
+        RAISE EXCEPTION 'invalid order: side buy|sell, type limit (with a price) or market (IOC or '
+            'FOK, without a price), time_in_force GTC|IOC|FOK, post_only only for GTC limit orders, '
+            'self_trade_prevention cancel_newest|cancel_oldest|cancel_both|decrement'
+            USING ERRCODE = 'EY010';
+    END IF;
+    PERFORM trading.check_price_quantity(i, v_type, v_price, v_quantity);
+
+    o := ROW(
+        nextval(pg_get_serial_sequence('trading.orders', 'id')), i.id, v_customer_id,
+        v_client_order_id, v_side, v_type, v_price, v_quantity, 0, 'new', NULL, v_time_in_force,
+        v_post_only, v_self_trade_prevention, v_price, v_quantity, p_seq, now(), now());
+    v_reserved := trading.reservation(i, o, v_quantity);
+    IF v_reserved > 0 THEN
+        PERFORM trading.check_available(p_net_account_ids, p_net_amounts, v_customer_id,
+                                        trading.reserved_asset(i, v_side), v_reserved);
+    END IF;
+
+    IF v_post_only AND trading.crosses(o, trading.best_opposite(i.id, v_side)) THEN
+        o.status := 'rejected';
+        o.reason := 'post_only_would_take';
+        INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
+        result := trading.finish(i, p_seq, c, o.id, ARRAY[o.id]);
+        RETURN;
+    END IF;
+
+    IF v_time_in_force <> 'FOK' THEN
+        SELECT * INTO v_taken
+          FROM trading.take(p, p_net_account_ids, p_net_amounts, i, o, p_seq, false);
+    ELSE
+        BEGIN
+            SELECT * INTO v_taken
+              FROM trading.take(p, p_net_account_ids, p_net_amounts, i, o, p_seq, false);
+        EXCEPTION WHEN SQLSTATE 'EZ001' THEN
+            -- Fill-or-kill: everything the walk did is undone; the order is recorded as expired.
+            o.status := 'expired';
+            o.reason := 'fok_not_filled';
+            INSERT INTO trading.orders OVERRIDING SYSTEM VALUE SELECT (o).*;
+            SELECT p, ARRAY[o.id] AS changed, '{}'::bigint[] AS trade_ids INTO v_taken;
+        END;
+    END IF;
+    p := v_taken.p;
+    result := trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trade_ids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION trading.amend(
+    INOUT p trading.postings, p_net_account_ids bigint[], p_net_amounts numeric[],
+    i trading.instrument, p_seq bigint, c jsonb, OUT result jsonb
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    o trading.orders := trading.named_order(i, c);
+    v_price numeric := coalesce(trading.decimal_field(c, 'price'), o.price);
+    v_quantity numeric := coalesce(trading.decimal_field(c, 'quantity'), o.quantity);
+    v_reserved_before numeric;
+    v_reserved_after numeric;
+    v_taken record;
+    v_asset text := trading.reserved_asset(i, o.side);
+BEGIN
+    IF o.status NOT IN ('new', 'partially_filled') THEN
+        RAISE EXCEPTION 'order % is %, not open', o.id, o.status USING ERRCODE = 'EY009';
+    END IF;
+    IF i.status = 'halted' THEN
+        RAISE EXCEPTION 'instrument % is halted: only cancels are accepted', i.symbol
+            USING ERRCODE = 'EY002';
+    END IF;
+    PERFORM trading.check_price_quantity(i, o.type, v_price, v_quantity, o.filled_quantity);
+
+    IF v_price = o.price AND v_quantity = o.quantity THEN
+        result := trading.unchanged(o, false);
+        RETURN;
+    END IF;
+    IF v_price = o.price AND v_quantity < o.quantity THEN
+        -- Less of the same keeps its place in the queue.
+        UPDATE trading.orders SET quantity = v_quantity, updated_at = now() WHERE id = o.id;
+        p := trading.release(p, i, o, o.quantity - v_quantity);
+        result := trading.finish(i, p_seq, c, o.id, ARRAY[o.id]);
+        RETURN;
+    END IF;
+
+    v_reserved_before := trading.reservation(i, o, o.quantity - o.filled_quantity);
+    o.price := v_price;
+    o.quantity := v_quantity;
+    o.priority := p_seq;
+    IF o.post_only AND trading.crosses(o, trading.best_opposite(i.id, o.side)) THEN
+        RAISE EXCEPTION 'post-only order % would take liquidity at %', o.id, v_price
+            USING ERRCODE = 'EY015';
+    END IF;
+    v_reserved_after := trading.reservation(i, o, o.quantity - o.filled_quantity);
+    IF v_reserved_after > v_reserved_before THEN
+        PERFORM trading.check_available(p_net_account_ids, p_net_amounts, o.customer_id, v_asset,
+                                        v_reserved_after - v_reserved_before);
+    END IF;
+    -- Like a new taker, the order holds nothing while it takes: its old hold goes back first.
+    p := trading.move_hold(p, 'release', o.id, o.customer_id, v_asset, v_reserved_before);
+    SELECT * INTO v_taken FROM trading.take(p, p_net_account_ids, p_net_amounts, i, o, p_seq, true);
+    p := v_taken.p;
+    result := trading.finish(i, p_seq, c, o.id, v_taken.changed, v_taken.trade_ids);
 END
 $$;
