@@ -16,7 +16,7 @@ from app.api.gateway import OrderGateway
 from app.api.ratelimit import RateLimiter
 from app.api.security import KeyCache
 from app.api.settings import ApiSettings
-from app.api.state import ExchangeState, InstrumentCache
+from app.api.state import ExchangeState, InstrumentCache, OrderKeys
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 # A transaction left open on a pooled connection would hold its locks (an instrument's, an
@@ -51,6 +51,7 @@ def create_app(database_url: str, settings: ApiSettings | None = None) -> FastAP
             limiter=RateLimiter(settings.order_rate_per_second, settings.order_burst),
             key_cache=KeyCache(settings.key_cache_seconds),
             instruments=InstrumentCache(pool),
+            order_keys=OrderKeys(),
         )
         try:
             yield

@@ -4,6 +4,7 @@ and the unit of work, the one place where a request's transaction commits."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,6 +57,42 @@ class InstrumentCache:
         return found
 
 
+@dataclass(frozen=True)
+class OrderKey:
+    """What the engine names an order by, and whose it is."""
+
+    tenant_id: int
+    account: int
+    client_order_id: str
+    symbol: str
+
+
+@dataclass
+class OrderKeys:
+    """Order ids to their keys, for the orders this process placed or looked up, the newest
+    `capacity`. A key never changes (an order's account, client_order_id and instrument are
+    immutable, and so is an account's tenant: triggers enforce it), so an entry stays right; one
+    this process never saw is looked up again."""
+
+    capacity: int = 100_000
+    _keys: OrderedDict[int, OrderKey] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, tenant_id: int, order_id: int) -> OrderKey | None:
+        """The key if known and the order is `tenant_id`'s; None otherwise (look it up, under
+        row security, to tell an unknown order from another tenant's: both are 404)."""
+        with self._lock:
+            key = self._keys.get(order_id)
+        return key if key is not None and key.tenant_id == tenant_id else None
+
+    def put(self, order_id: int, key: OrderKey) -> None:
+        with self._lock:
+            self._keys[order_id] = key
+            self._keys.move_to_end(order_id)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+
+
 @dataclass
 class ExchangeState:
     settings: ApiSettings
@@ -64,6 +101,7 @@ class ExchangeState:
     limiter: RateLimiter
     key_cache: KeyCache
     instruments: InstrumentCache
+    order_keys: OrderKeys
 
     def run(
         self,

@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import ADMIN, Broker, create_market, funded_account, new_broker, place
+from app.api import create_app
+from tests.api.conftest import (
+    ADMIN,
+    Broker,
+    api_settings,
+    create_market,
+    funded_account,
+    new_broker,
+    place,
+)
+from tests.conftest import APP_ROLE, ScratchDatabase
 
 D = Decimal
 SYMBOL = "BTC-USD"
@@ -588,6 +598,70 @@ def test_a_cancel_releases_the_hold_and_a_repeated_cancel_returns_the_same_order
         "canceled_by_owner",
     )
     assert (again.status_code, again.json()) == (200, canceled.json())
+    assert balances(client, broker, account)["USD"] == (D("10000"), D(0))
+
+
+def test_a_cancel_answers_the_order_as_a_read_of_it_does(
+    client: TestClient, broker: Broker, account: int
+) -> None:
+    order = place(
+        client, broker, account, side="buy", price="100.50", quantity="1.250",
+        client_order_id="o",
+    )
+
+    canceled = client.delete(f"/v1/orders/{order['id']}", headers=broker.headers)
+
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json() == client.get(f"/v1/orders/{order['id']}", headers=broker.headers).json()
+    assert (canceled.json()["price"], canceled.json()["fills"]) == ("100.50", [])
+
+
+def test_a_cancel_of_a_partly_filled_order_answers_it_with_its_fills(
+    client: TestClient, broker: Broker, account: int, counterparty: tuple[Broker, int]
+) -> None:
+    other, seller = counterparty
+    bid = place(client, broker, account, side="buy", price="100", quantity="2", client_order_id="b")
+    place(client, other, seller, side="sell", price="100", quantity="0.5", client_order_id="s")
+
+    canceled = client.delete(f"/v1/orders/{bid['id']}", headers=broker.headers)
+
+    assert canceled.status_code == 200, canceled.text
+    assert (canceled.json()["status"], D(canceled.json()["filled_quantity"])) == (
+        "canceled",
+        D("0.5"),
+    )
+    assert [(D(f["quantity"]), f["liquidity"]) for f in canceled.json()["fills"]] == [
+        (D("0.5"), "maker")
+    ]
+    assert canceled.json() == client.get(f"/v1/orders/{bid['id']}", headers=broker.headers).json()
+
+
+def test_a_cancel_by_another_broker_is_404_even_for_an_order_this_process_just_placed(
+    client: TestClient, broker: Broker, account: int
+) -> None:
+    order = place(
+        client, broker, account, side="buy", price="100", quantity="1", client_order_id="o"
+    )
+    intruder = new_broker(client, "intruder")
+
+    response = client.delete(f"/v1/orders/{order['id']}", headers=intruder.headers)
+
+    assert_problem(response, 404, "unknown_order")
+    assert client.get(f"/v1/orders/{order['id']}", headers=broker.headers).json() == order
+
+
+def test_a_cancel_of_an_order_placed_through_another_api_process_finds_it(
+    db: ScratchDatabase, client: TestClient, broker: Broker, account: int
+) -> None:
+    order = place(
+        client, broker, account, side="buy", price="100", quantity="1", client_order_id="o"
+    )
+
+    with TestClient(create_app(db.conninfo(APP_ROLE), api_settings())) as other_process:
+        canceled = other_process.delete(f"/v1/orders/{order['id']}", headers=broker.headers)
+
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
     assert balances(client, broker, account)["USD"] == (D("10000"), D(0))
 
 

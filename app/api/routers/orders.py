@@ -26,7 +26,7 @@ from app.api.schemas import (
     page,
 )
 from app.api.security import require
-from app.api.state import ExchangeState, exchange, json_response
+from app.api.state import ExchangeState, OrderKey, exchange, json_response
 from app.tenancy.keys import Principal
 from app.trading.commands import Amend, Cancel, CancelAll, Command, Instrument, Order, Place, Trade
 
@@ -203,6 +203,19 @@ def _order_key(conn: psycopg.Connection, order_id: int) -> tuple[int, str, str]:
     return row[0], row[1], row[2]
 
 
+async def _cached_order_key(state: ExchangeState, tenant_id: int, order_id: int) -> OrderKey:
+    """The key of the tenant's order: remembered from its placement or an earlier look-up, else
+    looked up (off the event loop) under row security, so another tenant's order is 404."""
+    key = state.order_keys.get(tenant_id, order_id)
+    if key is None:
+        account, client_order_id, symbol = await run_in_threadpool(
+            state.run, tenant_id, lambda c: _order_key(c, order_id)
+        )
+        key = OrderKey(tenant_id, account, client_order_id, symbol)
+        state.order_keys.put(order_id, key)
+    return key
+
+
 def _check_account(conn: psycopg.Connection, account_id: int | None) -> None:
     """A named account must be the acting tenant's (row security hides the others): else 404,
     as on every other route, rather than an empty list."""
@@ -263,7 +276,11 @@ async def place_order(body: NewOrder, principal: Trader, state: State) -> Respon
     result = await state.gateway.submit_async(body.symbol, command, principal.tenant_id)
     if result.code is not None:
         raise for_code(result.code, result.message)
-    assert result.order is not None
+    assert result.order is not None and result.order.id is not None
+    state.order_keys.put(
+        result.order.id,
+        OrderKey(principal.tenant_id, body.account_id, body.client_order_id, body.symbol),
+    )
     return json_response(
         order_json(result.order, instrument, result.trades), 200 if result.replayed else 201
     )
@@ -324,14 +341,28 @@ def amend_order(order_id: IdPath, body: OrderChange, principal: Trader, state: S
 
 
 @router.delete("/v1/orders/{order_id}", response_model=OrderOut)
-def cancel_order(order_id: IdPath, principal: Trader, state: State) -> Response:
+async def cancel_order(order_id: IdPath, principal: Trader, state: State) -> Response:
     """Cancel an open order and release its hold. Canceling a canceled order changes nothing."""
+    # On the event loop, as placements: most cancels need no I/O of their own.
     _check_rate(state, principal)
-    account, client_order_id, symbol = state.run(
-        principal.tenant_id, lambda c: _order_key(c, order_id)
+    assert principal.tenant_id is not None
+    key = await _cached_order_key(state, principal.tenant_id, order_id)
+    result = await state.gateway.submit_async(
+        key.symbol, Cancel(key.account, key.client_order_id), principal.tenant_id
     )
-    _submit(state, principal, symbol, Cancel(account, client_order_id))
-    return json_response(state.run(principal.tenant_id, lambda c: _stored_order(c, order_id)))
+    if result.code is not None:
+        raise for_code(result.code, result.message)
+    order = result.order
+    if order is not None and order.filled_quantity == 0:
+        # Nothing filled, so no fills to read: the engine's answer is the whole order.
+        instrument = state.instruments.cached(key.symbol)
+        if instrument is None:
+            instrument = await run_in_threadpool(state.instruments.get, key.symbol)
+        return json_response(order_json(order, instrument, ()))
+    stored = await run_in_threadpool(
+        state.run, principal.tenant_id, lambda c: _stored_order(c, order_id)
+    )
+    return json_response(stored)
 
 
 @router.delete("/v1/orders", response_model=list[OrderOut])
