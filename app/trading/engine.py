@@ -1,8 +1,8 @@
 """The matching engine's Python side: one database call per batch of commands for an instrument.
 
-`trading.execute` (sql/trading/engine.v2.sql, behind the tenant checks of execute.v3.sql) does
-the work under a lock on the instrument's row. Here: the command and result encoding, the
-transaction with its retries, and the decoding.
+`trading.execute` (sql/trading/engine.v2.sql and engine.v3.sql, behind the tenant checks of
+execute.v3.sql) does the work under a lock on the instrument's row. Here: the command and result
+encoding, the transaction with its retries, and the decoding.
 
 Isolation: READ COMMITTED, not the SERIALIZABLE the design asked for. Every rule the engine relies
 on is enforced under a lock, never on a snapshot read: an instrument's book, orders and sequence
