@@ -74,7 +74,7 @@ class OrderKeys:
     immutable, and so is an account's tenant: triggers enforce it), so an entry stays right; one
     this process never saw is looked up again."""
 
-    capacity: int = 100_000
+    capacity: int = 20_000  # about 7 MB; a miss costs one look-up
     _keys: OrderedDict[int, OrderKey] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

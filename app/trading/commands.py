@@ -5,8 +5,12 @@ the same values. The rules are in docs/trading.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 from typing import Literal
+
+# A decimal of the API has up to 40 digits each side of the point: more than the default
+# context's 28 significant digits. Arithmetic on quantities is exact, or an error.
+EXACT = Context(prec=100, traps=[Inexact])
 
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market")
@@ -99,7 +103,7 @@ class Order:
 
     @property
     def remaining_quantity(self) -> Decimal:
-        return self.quantity - self.filled_quantity
+        return EXACT.subtract(self.quantity, self.filled_quantity)
 
     @property
     def is_open(self) -> bool:

@@ -616,6 +616,21 @@ def test_a_cancel_answers_the_order_as_a_read_of_it_does(
     assert (canceled.json()["price"], canceled.json()["fills"]) == ("100.50", [])
 
 
+def test_a_quantity_of_thirty_digits_is_answered_in_full_by_placement_and_cancel(
+    client: TestClient, broker: Broker, account: int
+) -> None:
+    quantity = "1." + "0" * 29  # 30 significant digits: beyond Python's default precision
+
+    order = place(
+        client, broker, account, side="buy", price="100", quantity=quantity, client_order_id="o"
+    )
+    canceled = client.delete(f"/v1/orders/{order['id']}", headers=broker.headers)
+
+    assert order["remaining_quantity"] == quantity
+    assert canceled.json()["remaining_quantity"] == quantity
+    assert canceled.json() == client.get(f"/v1/orders/{order['id']}", headers=broker.headers).json()
+
+
 def test_a_cancel_of_a_partly_filled_order_answers_it_with_its_fills(
     client: TestClient, broker: Broker, account: int, counterparty: tuple[Broker, int]
 ) -> None:

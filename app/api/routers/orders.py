@@ -353,7 +353,7 @@ async def cancel_order(order_id: IdPath, principal: Trader, state: State) -> Res
     if result.code is not None:
         raise for_code(result.code, result.message)
     order = result.order
-    if order is not None and order.filled_quantity == 0:
+    if order is not None and order.id == order_id and order.filled_quantity == 0:
         # Nothing filled, so no fills to read: the engine's answer is the whole order.
         instrument = state.instruments.cached(key.symbol)
         if instrument is None:
