@@ -1,11 +1,12 @@
 """Order entry's path to the engine: commands that arrive close together become one engine call.
 
 Each instrument has a lane: a bounded queue and one thread. The thread takes the first waiting
-command, then whatever else arrives within `window_seconds` (up to `batch_size_max`), and applies
-them with one `trading.execute` call acting for each command's tenant. Every request waits for
-its own result, which exists only once the batch has committed durably: a 2xx answer is never
-given for a command that could still be lost. Commands of one instrument keep their arrival
-order; instruments run in parallel.
+command and whatever else arrives within `window_seconds`, waits for its turn on the instrument
+(the instrument's lock, which another process's lane may hold), then adds what arrived while it
+waited (up to `batch_size_max` in all), and applies them with one `trading.execute` call acting
+for each command's tenant. Every request waits for its own result, which exists only once the
+batch has committed durably: a 2xx answer is never given for a command that could still be lost.
+Commands of one instrument keep their arrival order; instruments run in parallel.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.api.problems import Problem
+from app.db import run_transaction
 from app.trading import engine
 from app.trading.commands import BATCH_SIZE_MAX, Command, Result
 
@@ -38,30 +42,31 @@ class _Lane:
         self.symbol = symbol
         self.queue: queue.Queue[_Request | None] = queue.Queue(gateway.queue_max)
         self._gateway = gateway
+        self._stopping = False
         self.thread = threading.Thread(target=self._run, name=f"order-lane-{symbol}", daemon=True)
         self.thread.start()
 
-    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
-        batch = [first]
-        deadline = time.monotonic() + self._gateway.window_seconds
+    def _gather(self, batch: list[_Request], timeout: float) -> None:
+        """Adds to `batch` what arrives within `timeout` seconds, up to the batch size."""
+        deadline = time.monotonic() + timeout
         while len(batch) < self._gateway.batch_size_max:
             try:
-                timeout = deadline - time.monotonic()
-                item = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+                left = deadline - time.monotonic()
+                item = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
             except queue.Empty:
-                break
-            if item is None:
-                return batch, True
+                return
+            if item is None:  # the gateway is closing: this batch is the last
+                self._stopping = True
+                return
             batch.append(item)
-        return batch, False
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
+        while not self._stopping:
             first = self.queue.get()
             if first is None:
                 return
-            batch, stopping = self._gather(first)
+            batch = [first]
+            self._gather(batch, self._gateway.window_seconds)
             try:
                 self._apply(batch)
             except BaseException as error:  # never let the lane die with requests waiting
@@ -70,14 +75,19 @@ class _Lane:
                         request.result.set_exception(error)
 
     def _apply(self, batch: list[_Request]) -> None:
+        """Applies `batch`, and what joins it while it waits for its turn on the instrument."""
+
+        def attempt(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            engine.await_turn(conn, self.symbol)
+            self._gather(batch, 0)
+            return engine.call(
+                conn, self.symbol, [r.command for r in batch], tenants=[r.tenant_id for r in batch]
+            )
+
         try:
             with self._gateway.pool.connection() as conn:
-                results = engine.execute(
-                    conn,
-                    self.symbol,
-                    [r.command for r in batch],
-                    tenants=[r.tenant_id for r in batch],
-                )
+                answers = run_transaction(conn, attempt, isolation=engine.ENGINE_ISOLATION)
+            results = [engine.result_from_json(answer) for answer in answers]
         except Exception as error:  # the whole batch failed: every request hears why
             for request in batch:
                 request.result.set_exception(error)

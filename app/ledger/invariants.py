@@ -155,6 +155,7 @@ APP_ROLE_FUNCTIONS: tuple[str, ...] = (
     "ledger.withdraw(bigint, text, numeric, text, text)",
     "ledger.transfer(bigint, bigint, text, numeric, text, text)",
     "trading.execute(text, jsonb)",
+    "trading.await_turn(text)",
     "tenancy.create_tenant(text)",
     "tenancy.create_api_key(bigint, bytea, text[])",
     "tenancy.revoke_api_key(bigint)",

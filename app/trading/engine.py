@@ -166,6 +166,37 @@ def execute(
     account of another tenant is refused as `unknown_account`. Raises TradingError for an
     unknown instrument or a malformed batch.
     """
+    payload = _payload(commands, tenants)
+    results = run_transaction(
+        conn,
+        lambda c: _call(c, symbol, payload),
+        isolation=ENGINE_ISOLATION,
+        on_retry=on_retry,
+    )
+    return [result_from_json(result) for result in results]
+
+
+def await_turn(conn: psycopg.Connection, symbol: str) -> None:
+    """Inside a transaction at READ COMMITTED: wait for the instrument's lock, the one
+    `trading.execute` takes, which the transaction then holds until it ends. A caller that
+    gathers commands while others hold the instrument gathers them here, before `call`."""
+    with translated():
+        conn.execute("SELECT trading.await_turn(%s)", (symbol,))
+
+
+def call(
+    conn: psycopg.Connection,
+    symbol: str,
+    commands: Sequence[Command],
+    *,
+    tenants: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """`execute`'s engine call inside the caller's transaction (it neither commits nor retries):
+    the results as JSON, for `result_from_json` once the transaction has committed."""
+    return _call(conn, symbol, _payload(commands, tenants))
+
+
+def _payload(commands: Sequence[Command], tenants: Sequence[int] | None) -> str:
     if not 1 <= len(commands) <= BATCH_SIZE_MAX:
         raise TradingError("invalid_batch", f"a batch holds 1 to {BATCH_SIZE_MAX} commands")
     encoded = [command_json(command) for command in commands]
@@ -174,14 +205,7 @@ def execute(
             raise ValueError("one tenant per command")
         for body, tenant in zip(encoded, tenants, strict=True):
             body["tenant"] = tenant
-    payload = json.dumps(encoded)
-    results = run_transaction(
-        conn,
-        lambda c: _call(c, symbol, payload),
-        isolation=ENGINE_ISOLATION,
-        on_retry=on_retry,
-    )
-    return [result_from_json(result) for result in results]
+    return json.dumps(encoded)
 
 
 def _call(conn: psycopg.Connection, symbol: str, payload: str) -> list[dict[str, Any]]:

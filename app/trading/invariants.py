@@ -210,8 +210,9 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant(
         "app_role_cannot_write_trading",
         "exchange_app cannot write any trading table, use its sequences, create objects in"
-        " schema trading or execute any trading function but trading.execute and the operators'"
-        " create_instrument and set_instrument_status (the admin API's)",
+        " schema trading or execute any trading function but trading.execute, trading.await_turn"
+        " (the order gateway's wait for an instrument) and the operators' create_instrument and"
+        " set_instrument_status (the admin API's)",
         app_role_write_privileges("trading")
         + """
         UNION ALL
@@ -221,6 +222,7 @@ INVARIANTS: tuple[Invariant, ...] = (
            AND has_function_privilege('exchange_app', p.oid, 'EXECUTE')
            AND p.oid NOT IN (
                'trading.execute(text, jsonb)'::regprocedure,
+               'trading.await_turn(text)'::regprocedure,
                'trading.create_instrument(text, text, numeric, numeric, numeric, numeric,'
                ' numeric, numeric)'::regprocedure,
                'trading.set_instrument_status(text, text)'::regprocedure)

@@ -4,8 +4,10 @@ request gets its own command's result once the batch has committed."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +22,28 @@ from tests.conftest import APP_ROLE, ScratchDatabase, create_tenant
 from tests.trading.helpers import create_market, funded_account
 
 THREADS = 16
+
+
+def wait_for_lock_waiter(conn: psycopg.Connection) -> None:
+    """Until a session of the application role waits for a lock."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        waiting = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE usename = 'exchange_app' AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if waiting is not None and waiting[0] > 0:
+            return
+        time.sleep(0.01)
+    raise AssertionError("no session waited for the instrument")
+
+
+def wait_for_queued(gateway: OrderGateway, count: int) -> None:
+    """Until `count` commands wait in the lane's queue (its thread holds the first one)."""
+    deadline = time.monotonic() + 10
+    while gateway._lanes["BTC-USD"].queue.qsize() < count:
+        assert time.monotonic() < deadline, "the commands never reached the lane's queue"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -49,6 +73,19 @@ def submit_all(gateway: OrderGateway, tenant: int, commands: list[Place]) -> lis
     return [r for r in results if r is not None]
 
 
+def count_engine_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch the gateway sends to the engine, from now on."""
+    calls: list[int] = []
+    real_call = engine.call
+
+    def counted(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        calls.append(len(args[2]))
+        return real_call(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "call", counted)
+    return calls
+
+
 @pytest.fixture
 def account(admin: psycopg.Connection, app_conn: psycopg.Connection) -> int:
     create_market(admin)
@@ -58,14 +95,7 @@ def account(admin: psycopg.Connection, app_conn: psycopg.Connection) -> int:
 def test_concurrent_commands_share_engine_calls_and_each_gets_its_own_result(
     pool: ConnectionPool, tenant: int, account: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    real_execute = engine.execute
-
-    def counted(*args: object, **kwargs: object) -> list[Result]:
-        calls.append(len(args[2]))  # type: ignore[arg-type]
-        return real_execute(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(engine, "execute", counted)
+    calls = count_engine_calls(monkeypatch)
     gateway = OrderGateway(pool, window_seconds=0.05, batch_size_max=100, queue_max=100)
     try:
         results = submit_all(gateway, tenant, [order(account, n) for n in range(THREADS)])
@@ -77,6 +107,44 @@ def test_concurrent_commands_share_engine_calls_and_each_gets_its_own_result(
     ]
     assert sum(calls) == THREADS
     assert len(calls) < THREADS  # batched
+
+
+def test_commands_that_arrive_while_the_lane_waits_for_the_instrument_join_its_batch(
+    db: ScratchDatabase,
+    pool: ConnectionPool,
+    tenant: int,
+    account: int,
+    admin: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = count_engine_calls(monkeypatch)
+    gateway = OrderGateway(pool, window_seconds=0.001, batch_size_max=100, queue_max=100)
+    results: list[Result] = []
+
+    def submit(number: int) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: results.append(gateway.submit("BTC-USD", order(account, number), tenant))
+        )
+        thread.start()
+        return thread
+
+    try:
+        with db.connect(autocommit=False) as other_process:  # its batch holds the instrument
+            other_process.execute(
+                "SELECT FROM trading.instrument WHERE symbol = 'BTC-USD' FOR UPDATE"
+            )
+            threads = [submit(0)]
+            wait_for_lock_waiter(admin)
+            threads += [submit(n) for n in range(1, 4)]
+            wait_for_queued(gateway, 3)
+            other_process.rollback()
+        for thread in threads:
+            thread.join()
+    finally:
+        gateway.close()
+
+    assert calls == [4]
+    assert sorted(r.order.client_order_id for r in results if r.order) == ["o0", "o1", "o2", "o3"]
 
 
 def test_a_refused_command_leaves_the_rest_of_its_batch_applied(
