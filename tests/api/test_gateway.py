@@ -18,6 +18,7 @@ from app.api.gateway import OrderGateway
 from app.api.problems import Problem
 from app.trading import engine
 from app.trading.commands import Place, Result
+from app.trading.errors import TradingError
 from tests.conftest import APP_ROLE, ScratchDatabase, create_tenant
 from tests.trading.helpers import create_market, funded_account
 
@@ -145,6 +146,13 @@ def test_commands_that_arrive_while_the_lane_waits_for_the_instrument_join_its_b
 
     assert calls == [4]
     assert sorted(r.order.client_order_id for r in results if r.order) == ["o0", "o1", "o2", "o3"]
+
+
+def test_a_turn_on_an_unknown_instrument_is_refused(app_conn: psycopg.Connection) -> None:
+    with pytest.raises(TradingError) as refused, app_conn.transaction():
+        engine.await_turn(app_conn, "NOPE-USD")
+
+    assert refused.value.code == "unknown_instrument"
 
 
 def test_a_refused_command_leaves_the_rest_of_its_batch_applied(
