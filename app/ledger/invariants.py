@@ -575,7 +575,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         "app_role_executes_only_whitelisted_functions",
         "exchange_app can execute no function of schema ledger, and no SECURITY DEFINER function"
         " of any schema but pg_catalog and information_schema, that APP_ROLE_FUNCTIONS does not"
-        " list (create_customer, deposit, withdraw, transfer)",
+        " list (the business functions the API calls)",
         f"""
         SELECT format('exchange_app can execute %s%s', p.oid::regprocedure,
                       CASE WHEN p.prosecdef THEN ' (SECURITY DEFINER)' ELSE '' END)

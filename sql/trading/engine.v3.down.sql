@@ -1,6 +1,5 @@
 -- Undoes sql/trading/engine.v3.sql: engine version 2's functions.
 
-DROP FUNCTION trading.await_turn(text);
 DROP FUNCTION trading.command_result(bigint, jsonb, jsonb[], jsonb);
 DROP FUNCTION trading.take(
     trading.postings, bigint[], numeric[], trading.instrument, trading.orders, bigint, boolean);

@@ -9,8 +9,6 @@
 --   the maker's accounts without the layers of function calls (trading.best_opposite,
 --   trading.crosses, trading.settle, trading.fill_accounts, trading.add_journal) that version 2
 --   went through for every fill.
--- - trading.await_turn lets an order gateway take an instrument's lock before it gathers its
---   batch, so that requests arriving while it waits join the batch instead of the next one.
 
 DROP FUNCTION trading.settle(
     trading.postings, trading.instrument, text, bigint[], bigint[], bigint[], numeric, numeric,
@@ -447,22 +445,3 @@ BEGIN
         p_seq, v_taken.orders[cardinality(v_taken.orders)], v_taken.orders, v_taken.trades);
 END
 $$;
-
--- An order gateway's turn on an instrument: the lock trading.execute takes, taken first and held
--- until the transaction ends, so that the gateway gathers its batch while it waits (requests
--- that arrive meanwhile join the batch rather than wait for the next one). The application role
--- gains nothing it did not have: trading.execute in an open transaction holds the same lock.
-CREATE FUNCTION trading.await_turn(p_symbol text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_instrument_id integer;
-BEGIN
-    SELECT id INTO v_instrument_id FROM trading.instrument WHERE symbol = p_symbol;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown instrument %', p_symbol USING ERRCODE = 'EY001';
-    END IF;
-    PERFORM trading.lock_instrument(v_instrument_id);
-END
-$$;
-
-GRANT EXECUTE ON FUNCTION trading.await_turn(text) TO exchange_app;

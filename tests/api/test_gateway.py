@@ -32,6 +32,7 @@ def wait_for_lock_waiter(conn: psycopg.Connection) -> None:
         waiting = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE usename = 'exchange_app' AND wait_event_type = 'Lock'"
+            " AND datname = current_database() AND query LIKE '%await_turn%'"
         ).fetchone()
         if waiting is not None and waiting[0] > 0:
             return
