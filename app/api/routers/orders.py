@@ -28,7 +28,17 @@ from app.api.schemas import (
 from app.api.security import require
 from app.api.state import ExchangeState, OrderKey, exchange, json_response
 from app.tenancy.keys import Principal
-from app.trading.commands import Amend, Cancel, CancelAll, Command, Instrument, Order, Place, Trade
+from app.trading.commands import (
+    Amend,
+    Cancel,
+    CancelAll,
+    Command,
+    Instrument,
+    Order,
+    Place,
+    Result,
+    Trade,
+)
 
 router = APIRouter(tags=["orders"])
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -245,6 +255,17 @@ def _submit(state: ExchangeState, principal: Principal, symbol: str, command: Co
     return result
 
 
+async def _submit_async(
+    state: ExchangeState, principal: Principal, symbol: str, command: Command
+) -> Result:
+    """`_submit` for the event loop."""
+    assert principal.tenant_id is not None
+    result = await state.gateway.submit_async(symbol, command, principal.tenant_id)
+    if result.code is not None:
+        raise for_code(result.code, result.message)
+    return result
+
+
 @router.post(
     "/v1/orders",
     status_code=201,
@@ -272,10 +293,8 @@ async def place_order(body: NewOrder, principal: Trader, state: State) -> Respon
         post_only=body.post_only,
         self_trade_prevention=body.self_trade_prevention,
     )
+    result = await _submit_async(state, principal, body.symbol, command)
     assert principal.tenant_id is not None
-    result = await state.gateway.submit_async(body.symbol, command, principal.tenant_id)
-    if result.code is not None:
-        raise for_code(result.code, result.message)
     assert result.order is not None and result.order.id is not None
     state.order_keys.put(
         result.order.id,
@@ -347,11 +366,9 @@ async def cancel_order(order_id: IdPath, principal: Trader, state: State) -> Res
     _check_rate(state, principal)
     assert principal.tenant_id is not None
     key = await _cached_order_key(state, principal.tenant_id, order_id)
-    result = await state.gateway.submit_async(
-        key.symbol, Cancel(key.account, key.client_order_id), principal.tenant_id
+    result = await _submit_async(
+        state, principal, key.symbol, Cancel(key.account, key.client_order_id)
     )
-    if result.code is not None:
-        raise for_code(result.code, result.message)
     order = result.order
     if order is not None and order.id == order_id and order.filled_quantity == 0:
         # Nothing filled, so no fills to read: the engine's answer is the whole order.
