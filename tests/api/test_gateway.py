@@ -149,6 +149,52 @@ def test_commands_that_arrive_while_the_lane_waits_for_the_instrument_join_its_b
     assert sorted(r.order.client_order_id for r in results if r.order) == ["o0", "o1", "o2", "o3"]
 
 
+def test_a_gateway_closed_while_its_lane_waits_for_the_instrument_still_applies_that_batch(
+    db: ScratchDatabase, pool: ConnectionPool, tenant: int, account: int, admin: psycopg.Connection
+) -> None:
+    gateway = OrderGateway(pool, window_seconds=0.001, batch_size_max=100, queue_max=100)
+    results: list[Result] = []
+    with db.connect(autocommit=False) as other_process:
+        other_process.execute("SELECT FROM trading.instrument WHERE symbol = 'BTC-USD' FOR UPDATE")
+        waiting = threading.Thread(
+            target=lambda: results.append(gateway.submit("BTC-USD", order(account, 0), tenant))
+        )
+        waiting.start()
+        wait_for_lock_waiter(admin)
+        closing = threading.Thread(target=gateway.close)
+        closing.start()
+        other_process.rollback()
+    waiting.join(10)
+    closing.join(10)
+
+    assert not closing.is_alive()
+    assert [r.order.status for r in results if r.order] == ["new"]
+
+
+def test_a_batch_retried_after_a_serialization_failure_answers_every_command_once(
+    pool: ConnectionPool, tenant: int, account: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_call = engine.call
+    failures = [psycopg.errors.SerializationFailure("injected")]
+
+    def failing_once(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        answers = real_call(*args, **kwargs)
+        if failures:
+            raise failures.pop()  # after the engine's work: the retry must undo and redo it
+        return answers
+
+    monkeypatch.setattr(engine, "call", failing_once)
+    gateway = OrderGateway(pool, window_seconds=0.05, batch_size_max=100, queue_max=100)
+    try:
+        results = submit_all(gateway, tenant, [order(account, n) for n in range(4)])
+    finally:
+        gateway.close()
+
+    assert failures == []
+    assert [r.order.client_order_id for r in results if r.order] == [f"o{n}" for n in range(4)]
+    assert all(not r.replayed for r in results)
+
+
 def test_a_turn_on_an_unknown_instrument_is_refused(app_conn: psycopg.Connection) -> None:
     with pytest.raises(TradingError) as refused, app_conn.transaction():
         engine.await_turn(app_conn, "NOPE-USD")
